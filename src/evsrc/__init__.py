@@ -1,0 +1,86 @@
+"""evsrc: async-first event sourcing for Python.
+
+Record every change as an immutable event that says who did it and why, rebuild state from
+events, serve queries from read models, and coordinate services with sagas.
+"""
+
+from ._aggregate import Aggregate as Aggregate
+from ._aggregate import applies as applies
+from ._context import current_metadata as current_metadata
+from ._context import metadata_scope as metadata_scope
+from ._events import Event as Event
+from ._events import Metadata as Metadata
+from ._events import NewEvent as NewEvent
+from ._events import RecordedEvent as RecordedEvent
+from ._exceptions import AggregateNotFound as AggregateNotFound
+from ._exceptions import ConcurrencyError as ConcurrencyError
+from ._exceptions import DomainError as DomainError
+from ._exceptions import DuplicateEventId as DuplicateEventId
+from ._exceptions import EventRegistrationError as EventRegistrationError
+from ._exceptions import EvsrcError as EvsrcError
+from ._exceptions import InvalidStreamId as InvalidStreamId
+from ._exceptions import MissingApplyHandler as MissingApplyHandler
+from ._exceptions import SerializationError as SerializationError
+from ._exceptions import StreamNotFound as StreamNotFound
+from ._exceptions import UnknownEventType as UnknownEventType
+from ._exceptions import UpcastError as UpcastError
+from ._registry import EventRegistry as EventRegistry
+from ._registry import Upcaster as Upcaster
+from ._repository import Repository as Repository
+from ._snapshots import EveryNEvents as EveryNEvents
+from ._snapshots import Snapshot as Snapshot
+from ._snapshots import SnapshotPolicy as SnapshotPolicy
+from ._snapshots import SnapshotStore as SnapshotStore
+from ._store import AppendResult as AppendResult
+from ._store import EventStore as EventStore
+from ._store import ExpectedVersion as ExpectedVersion
+from ._store import StreamState as StreamState
+from ._store import Subscription as Subscription
+from ._stream_ids import MAX_STREAM_ID_LENGTH as MAX_STREAM_ID_LENGTH
+from ._stream_ids import category_of as category_of
+from ._stream_ids import validate_stream_id as validate_stream_id
+from .stores.memory import InMemoryEventStore as InMemoryEventStore
+from .stores.memory import InMemorySnapshotStore as InMemorySnapshotStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MAX_STREAM_ID_LENGTH",
+    "Aggregate",
+    "AggregateNotFound",
+    "AppendResult",
+    "ConcurrencyError",
+    "DomainError",
+    "DuplicateEventId",
+    "Event",
+    "EventRegistrationError",
+    "EventRegistry",
+    "EventStore",
+    "EveryNEvents",
+    "EvsrcError",
+    "ExpectedVersion",
+    "InMemoryEventStore",
+    "InMemorySnapshotStore",
+    "InvalidStreamId",
+    "Metadata",
+    "MissingApplyHandler",
+    "NewEvent",
+    "RecordedEvent",
+    "Repository",
+    "SerializationError",
+    "Snapshot",
+    "SnapshotPolicy",
+    "SnapshotStore",
+    "StreamNotFound",
+    "StreamState",
+    "Subscription",
+    "UnknownEventType",
+    "UpcastError",
+    "Upcaster",
+    "__version__",
+    "applies",
+    "category_of",
+    "current_metadata",
+    "metadata_scope",
+    "validate_stream_id",
+]

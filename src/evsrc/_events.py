@@ -1,0 +1,159 @@
+"""Events and the metadata that makes "who did this, when and why" answerable.
+
+- :class:`Event` is the base of your domain events: an immutable pydantic model with a stable
+  type name and a schema version.
+- :class:`NewEvent` is an event on its way into a store, with the id that makes retries safe.
+- :class:`Metadata` is who and why, given once per append.
+- :class:`RecordedEvent` is what a store gives back: the event plus everything the store knows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = ["Event", "Metadata", "NewEvent", "RecordedEvent"]
+
+
+class Event(BaseModel):
+    """Base class of domain events: immutable, validated, named once and for good.
+
+    Name events in the past tense (``OrderPlaced``). Two class attributes make stored data
+    outlive your code:
+
+    - ``__event_type__``: the type name written to the store. It defaults to the class name; set
+      it explicitly before you ever rename the class, so old data still finds it.
+    - ``__event_version__``: the schema version (default 1). Raise it when the fields change
+      and register an upcaster from the old version (see :class:`evsrc.EventRegistry`).
+
+    Example:
+        ```python
+        class OrderPlaced(Event):
+            __event_type__ = "OrderPlaced"
+            __event_version__ = 2
+
+            order_id: str
+            user_id: str
+            items: tuple[LineItem, ...]
+        ```
+
+    Events are frozen and refuse unknown fields. Use tuples and frozensets rather than lists
+    and sets for collections, so an event cannot be changed after it was recorded.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    __event_type__: ClassVar[str]
+    __event_version__: ClassVar[int] = 1
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        # The default name is the class's own name, never an inherited one: a subclass of an
+        # event is a different event type.
+        if "__event_type__" not in cls.__dict__:
+            cls.__event_type__ = cls.__name__
+        version = cls.__event_version__
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise TypeError(
+                f"{cls.__name__}.__event_version__ must be an int >= 1, not {version!r}"
+            )
+        if not isinstance(cls.__event_type__, str) or not cls.__event_type__:
+            raise TypeError(f"{cls.__name__}.__event_type__ must be a non-empty str")
+
+
+E = TypeVar("E", bound=Event, covariant=True)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewEvent(Generic[E]):
+    """An event to append, with its id.
+
+    The id is what makes a retry safe: appending the same ids again (after a timeout, say) stores
+    nothing new. Give your own id when it must be deterministic (a saga deriving it from the
+    event that caused it); otherwise a random UUID is used.
+
+    Attributes:
+        event: The domain event.
+        event_id: Its unique id.
+    """
+
+    event: E
+    event_id: UUID = dataclasses.field(default_factory=uuid4)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Metadata:
+    """Who did it and why, recorded on every event of one append.
+
+    Attributes:
+        actor: Who caused the change, as ``kind:id`` (``user:789``, ``admin:support-001``,
+            ``system:auto-complete``).
+        causation_id: The id of what directly caused this (an event id, a command or request id).
+        correlation_id: The id shared by every event of one business transaction.
+        headers: Free-form string headers (a tenant, a trace id, a client version ...).
+    """
+
+    actor: str | None = None
+    causation_id: str | None = None
+    correlation_id: str | None = None
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def merged(self, other: Metadata) -> Metadata:
+        """Return a copy with ``other``'s set fields taking precedence (headers are merged)."""
+        return Metadata(
+            actor=other.actor if other.actor is not None else self.actor,
+            causation_id=other.causation_id
+            if other.causation_id is not None
+            else self.causation_id,
+            correlation_id=(
+                other.correlation_id if other.correlation_id is not None else self.correlation_id
+            ),
+            headers={**self.headers, **other.headers} if other.headers else self.headers,
+        )
+
+
+EMPTY_METADATA = Metadata()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordedEvent(Generic[E]):
+    """An event as a store holds it: the domain event plus everything the store knows about it.
+
+    Attributes:
+        stream_id: The stream it belongs to.
+        version: Its 1-based version in that stream.
+        position: Its global position, strictly increasing across the whole store.
+        event_id: Its unique id.
+        event_type: The registered type name it was stored under.
+        recorded_at: When the store recorded it (UTC).
+        event: The domain event, upcast to the current schema.
+        actor: Who caused it.
+        causation_id: What directly caused it.
+        correlation_id: The business transaction it belongs to.
+        headers: Free-form string headers.
+    """
+
+    stream_id: str
+    version: int
+    position: int
+    event_id: UUID
+    event_type: str
+    recorded_at: datetime
+    event: E
+    actor: str | None = None
+    causation_id: str | None = None
+    correlation_id: str | None = None
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> Self:
+        """Return a copy with some fields changed."""
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,230 @@
+"""Every error evsrc raises, in one place.
+
+The hierarchy::
+
+    EvsrcError
+    ├── InvalidStreamId            a stream id that could be misread as a subject, key or wildcard
+    ├── ConcurrencyError           expected version did not match; nothing was appended
+    ├── DuplicateEventId           an event id reused with other content or at another place
+    ├── StreamNotFound             reading a stream that has no events
+    │   └── AggregateNotFound      loading an aggregate that has no events (or not that version)
+    ├── SerializationError         an event or snapshot could not be encoded or decoded
+    │   ├── UnknownEventType       a type name or class the registry does not know
+    │   └── UpcastError            no upcaster path to the current schema version
+    ├── EventRegistrationError     a registration that contradicts an earlier one
+    ├── MissingApplyHandler        an aggregate was given an event it has no apply handler for
+    └── DomainError                base class for business-rule violations raised by your aggregates
+
+Every error carries the facts a user needs as attributes (stream id, expected and actual
+version, position, type name), and says them in its message.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from ._store import ExpectedVersion
+
+__all__ = [
+    "AggregateNotFound",
+    "ConcurrencyError",
+    "DomainError",
+    "DuplicateEventId",
+    "EventRegistrationError",
+    "EvsrcError",
+    "InvalidStreamId",
+    "MissingApplyHandler",
+    "SerializationError",
+    "StreamNotFound",
+    "UnknownEventType",
+    "UpcastError",
+]
+
+
+class EvsrcError(Exception):
+    """Base class of every error raised by evsrc."""
+
+
+class InvalidStreamId(EvsrcError, ValueError):
+    """A stream id was rejected before it reached any store.
+
+    Attributes:
+        stream_id: The rejected id (``repr`` it before printing: it may hold control characters).
+        reason: Why it was rejected.
+    """
+
+    def __init__(self, stream_id: object, reason: str) -> None:
+        self.stream_id = stream_id
+        self.reason = reason
+        super().__init__(f"invalid stream id {stream_id!r}: {reason}")
+
+
+class ConcurrencyError(EvsrcError):
+    """The stream was not at the expected version, so nothing was appended.
+
+    Attributes:
+        stream_id: The stream appended to.
+        expected: The expected version that was given.
+        actual: The stream's version when the append was attempted (0: no stream).
+    """
+
+    def __init__(self, stream_id: str, expected: ExpectedVersion, actual: int) -> None:
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"stream {stream_id!r}: expected version {_describe_expected(expected)}, "
+            f"actual version {actual}; nothing was appended"
+        )
+
+
+class DuplicateEventId(EvsrcError):
+    """An event id that is already stored was appended with other content or at another place.
+
+    Re-appending exactly the same events (same ids, same content, same versions) is an idempotent
+    retry and succeeds; this error means the id was reused for something else.
+
+    Attributes:
+        stream_id: The stream appended to.
+        event_id: The reused id.
+        reason: What differed.
+    """
+
+    def __init__(self, stream_id: str, event_id: UUID, reason: str) -> None:
+        self.stream_id = stream_id
+        self.event_id = event_id
+        self.reason = reason
+        super().__init__(f"stream {stream_id!r}: event id {event_id} already stored: {reason}")
+
+
+class StreamNotFound(EvsrcError):
+    """A stream that has no events was read.
+
+    Attributes:
+        stream_id: The stream asked for.
+    """
+
+    def __init__(self, stream_id: str, message: str | None = None) -> None:
+        self.stream_id = stream_id
+        super().__init__(message or f"stream {stream_id!r} not found")
+
+
+class AggregateNotFound(StreamNotFound):
+    """An aggregate was loaded from a stream with no events, or at a version it never had.
+
+    Attributes:
+        stream_id: The aggregate's stream.
+        version: The version asked for, if any.
+    """
+
+    def __init__(self, stream_id: str, version: int | None = None, actual: int = 0) -> None:
+        self.version = version
+        if version is None:
+            message = f"aggregate {stream_id!r} not found"
+        else:
+            message = f"aggregate {stream_id!r} has no version {version} (its version is {actual})"
+        super().__init__(stream_id, message)
+
+
+class SerializationError(EvsrcError):
+    """An event or snapshot could not be encoded or decoded."""
+
+
+class UnknownEventType(SerializationError):
+    """A type name (on read) or an event class (on append) is not in the event registry.
+
+    Attributes:
+        type_name: The unknown type name (or the class's qualified name on append).
+        stream_id: The stream the event belongs to, if known.
+        position: The event's global position, if known.
+    """
+
+    def __init__(
+        self, type_name: str, *, stream_id: str | None = None, position: int | None = None
+    ) -> None:
+        self.type_name = type_name
+        self.stream_id = stream_id
+        self.position = position
+        where = _where(stream_id, position)
+        super().__init__(
+            f"unknown event type {type_name!r}{where}; register it in the EventRegistry"
+        )
+
+
+class UpcastError(SerializationError):
+    """A stored event could not be brought to its class's current schema version.
+
+    Attributes:
+        type_name: The stored type name.
+        stored_version: The schema version the event was written with.
+        current_version: The class's schema version.
+        stream_id: The stream the event belongs to, if known.
+        position: The event's global position, if known.
+    """
+
+    def __init__(
+        self,
+        type_name: str,
+        stored_version: int,
+        current_version: int,
+        reason: str,
+        *,
+        stream_id: str | None = None,
+        position: int | None = None,
+    ) -> None:
+        self.type_name = type_name
+        self.stored_version = stored_version
+        self.current_version = current_version
+        self.stream_id = stream_id
+        self.position = position
+        super().__init__(
+            f"cannot upcast {type_name!r} from schema version {stored_version} to "
+            f"{current_version}{_where(stream_id, position)}: {reason}"
+        )
+
+
+class EventRegistrationError(EvsrcError, TypeError):
+    """An event class or upcaster registration contradicts an earlier one."""
+
+
+class MissingApplyHandler(EvsrcError, TypeError):
+    """An aggregate was asked to apply an event type it has no ``@applies`` handler for.
+
+    Attributes:
+        aggregate_type: The aggregate class's name.
+        event_type: The event class's name.
+    """
+
+    def __init__(self, aggregate_type: str, event_type: str) -> None:
+        self.aggregate_type = aggregate_type
+        self.event_type = event_type
+        super().__init__(
+            f"{aggregate_type} has no @applies handler for {event_type}; "
+            f"add one so its state can be rebuilt from that event"
+        )
+
+
+class DomainError(EvsrcError):
+    """Base class for business-rule violations raised by aggregate command methods.
+
+    A command that raises a ``DomainError`` must record nothing. Subclass it for your own rules
+    (``InsufficientStock(DomainError)``) so an entrypoint can tell a rejected command from a bug.
+    """
+
+
+def _describe_expected(expected: ExpectedVersion) -> str:
+    if isinstance(expected, int):
+        return str(expected)
+    return expected.name
+
+
+def _where(stream_id: str | None, position: int | None) -> str:
+    parts = []
+    if stream_id is not None:
+        parts.append(f"stream {stream_id!r}")
+    if position is not None:
+        parts.append(f"position {position}")
+    return f" at {', '.join(parts)}" if parts else ""
