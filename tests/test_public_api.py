@@ -1,0 +1,82 @@
+"""The public surface is deliberate: this pins it."""
+
+from __future__ import annotations
+
+import inspect
+
+import evsrc
+import evsrc.testing
+
+EXPECTED = [
+    "MAX_STREAM_ID_LENGTH",
+    "Aggregate",
+    "AggregateNotFound",
+    "AppendResult",
+    "ConcurrencyError",
+    "DomainError",
+    "DuplicateEventId",
+    "Event",
+    "EventRegistrationError",
+    "EventRegistry",
+    "EventStore",
+    "EveryNEvents",
+    "EvsrcError",
+    "ExpectedVersion",
+    "InMemoryEventStore",
+    "InMemorySnapshotStore",
+    "InvalidStreamId",
+    "Metadata",
+    "MissingApplyHandler",
+    "NewEvent",
+    "RecordedEvent",
+    "Repository",
+    "SerializationError",
+    "Snapshot",
+    "SnapshotPolicy",
+    "SnapshotStore",
+    "StreamNotFound",
+    "StreamState",
+    "Subscription",
+    "UnknownEventType",
+    "UpcastError",
+    "Upcaster",
+    "__version__",
+    "applies",
+    "category_of",
+    "current_metadata",
+    "metadata_scope",
+    "validate_stream_id",
+]
+
+
+def test_all_is_exactly_the_intended_list() -> None:
+    assert evsrc.__all__ == EXPECTED
+
+
+def test_every_public_name_exists_and_is_documented() -> None:
+    for name in evsrc.__all__:
+        member = getattr(evsrc, name)
+        if inspect.isclass(member) or inspect.isfunction(member):
+            assert member.__doc__, f"evsrc.{name} has no docstring"
+    for name in evsrc.testing.__all__:
+        assert getattr(evsrc.testing, name).__doc__, f"evsrc.testing.{name} has no docstring"
+
+
+def test_errors_share_one_base() -> None:
+    errors = [getattr(evsrc, n) for n in evsrc.__all__ if n.endswith(("Error", "NotFound"))]
+    errors += [evsrc.InvalidStreamId, evsrc.DuplicateEventId, evsrc.UnknownEventType]
+    for error in errors:
+        assert issubclass(error, evsrc.EvsrcError)
+
+
+def test_importing_evsrc_needs_only_the_core_dependencies() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, evsrc; "
+        "bad = [m for m in ('nats', 'asyncpg', 'pytest', 'hypothesis') if m in sys.modules]; "
+        "print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
