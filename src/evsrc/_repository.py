@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
@@ -149,11 +148,15 @@ class Repository(Generic[A]):
         pending = aggregate.pending_events
         if not pending:
             return None
-        metadata = current_metadata().merged(
-            Metadata(actor, causation_id, correlation_id, dict(headers) if headers else {})
-        )
+        metadata = current_metadata()
+        if actor or causation_id or correlation_id or headers:
+            metadata = metadata.merged(
+                Metadata(actor, causation_id, correlation_id, dict(headers) if headers else {})
+            )
         if metadata.correlation_id is None:
-            metadata = dataclasses.replace(metadata, correlation_id=str(pending[0].event_id))
+            metadata = Metadata(
+                metadata.actor, metadata.causation_id, str(pending[0].event_id), metadata.headers
+            )
         previous = aggregate.version - len(pending)
         result = await self._store.append(
             self.stream_id(aggregate.id), pending, expected_version=previous, metadata=metadata

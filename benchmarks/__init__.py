@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks SUITE [--quick]`` prints one JSON object per figure."""
