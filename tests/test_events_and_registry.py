@@ -170,3 +170,17 @@ def test_duplicate_upcaster_is_refused() -> None:
     registry = upcasting_registry()
     with pytest.raises(EventRegistrationError):
         registry.upcaster("PriceSet", from_version=1)(lambda data: data)
+
+
+def test_new_event_ids_are_real_version_4_uuids() -> None:
+    import uuid
+
+    from evsrc._events import new_event_id
+
+    ids = [new_event_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    for event_id in ids[:50]:
+        parsed = uuid.UUID(str(event_id))
+        assert parsed == event_id
+        assert hash(parsed) == hash(event_id)
+        assert (event_id.version, event_id.variant) == (4, uuid.RFC_4122)

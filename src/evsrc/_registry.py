@@ -178,7 +178,7 @@ class EventRegistry:
         current = event_class.__event_version__
         try:
             if schema_version == current:
-                return event_class.model_validate_json(data)
+                return event_class.__pydantic_validator__.validate_json(data)  # type: ignore[no-any-return]
             payload = self._upcast(
                 type_name, schema_version, current, data, stream_id=stream_id, position=position
             )

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from collections.abc import AsyncIterator, Collection, Sequence
-from typing import Protocol, Self, TypeAlias, runtime_checkable
+from typing import NamedTuple, Protocol, Self, TypeAlias, runtime_checkable
 
 from ._events import Event, Metadata, NewEvent, RecordedEvent
 from ._exceptions import ConcurrencyError
@@ -35,9 +34,8 @@ ExpectedVersion: TypeAlias = int | StreamState
 """An exact version (0 means "no stream") or a :class:`StreamState`."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class AppendResult:
-    """Where an append put its events.
+class AppendResult(NamedTuple):
+    """Where an append put its events (an immutable named tuple).
 
     Attributes:
         stream_id: The stream appended to.
@@ -177,12 +175,19 @@ def to_new_events(events: Sequence[Event | NewEvent[Event]]) -> list[NewEvent[Ev
     """Normalise an append's events, refusing an empty list and repeated ids."""
     if isinstance(events, (Event, NewEvent)):
         raise TypeError("append() takes a sequence of events; wrap a single event in a list")
-    new = [item if isinstance(item, NewEvent) else NewEvent(item) for item in events]
-    if not new:
-        raise ValueError("append() needs at least one event")
-    for item in new:
+    new = []
+    for item in events:
+        if item.__class__ is not NewEvent:
+            if not isinstance(item, Event):
+                if not isinstance(item, NewEvent):
+                    raise TypeError(f"cannot append {item!r}: not an evsrc.Event")
+            else:
+                item = NewEvent(item)
         if not isinstance(item.event, Event):
             raise TypeError(f"cannot append {item.event!r}: not an evsrc.Event")
+        new.append(item)
+    if not new:
+        raise ValueError("append() needs at least one event")
     if len(new) > 1 and len({item.event_id for item in new}) != len(new):
         raise ValueError("append() was given the same event id twice")
     return new

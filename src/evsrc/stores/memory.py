@@ -131,7 +131,7 @@ class InMemoryEventStore:
                 # The registry's decode, minus the name lookup: the class is at hand.
                 name, _version, data = registry.encode(item.event)
                 try:
-                    event = type(item.event).model_validate_json(data)
+                    event = type(item.event).__pydantic_validator__.validate_json(data)
                 except ValueError as error:
                     raise SerializationError(
                         f"{type(item.event).__qualname__} does not survive JSON encoding, so a "
