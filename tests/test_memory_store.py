@@ -71,3 +71,14 @@ async def test_filters_take_collections_not_strings(store: InMemoryEventStore) -
         store.subscribe(categories="order")
     with pytest.raises(TypeError, match="event_types"):
         [r async for r in store.read_all(event_types="OrderCancelled")]
+
+
+async def test_an_id_stored_anywhere_in_the_batch_is_refused(store: InMemoryEventStore) -> None:
+    """The in-memory store indexes every event id (JetStream checks an append's first id)."""
+    from evsrc import DuplicateEventId, NewEvent
+
+    stored = NewEvent(OrderCancelled(reason="a"))
+    await store.append("order-1", [stored])
+    with pytest.raises(DuplicateEventId, match="events before it are not"):
+        await store.append("order-1", [NewEvent(OrderCancelled(reason="b")), stored])
+    assert await store.stream_version("order-1") == 1

@@ -34,6 +34,8 @@ EXPECTED = [
     "Snapshot",
     "SnapshotPolicy",
     "SnapshotStore",
+    "StoreConfigurationError",
+    "StoreUnavailable",
     "StreamNotFound",
     "StreamState",
     "Subscription",

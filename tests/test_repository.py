@@ -173,6 +173,8 @@ async def test_snapshots_every_n_events(registry: Any) -> None:
     snapshot = await snapshots.load("order-1")
     assert snapshot is not None
     assert snapshot.version == 20
+    records = [r async for r in store.read_stream("order-1")]
+    assert snapshot.position == records[19].position  # where the rest of the stream starts
     store.read_count = 0
     loaded = await orders.load("1")
     assert store.read_count == 5

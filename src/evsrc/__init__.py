@@ -21,6 +21,8 @@ from ._exceptions import EvsrcError as EvsrcError
 from ._exceptions import InvalidStreamId as InvalidStreamId
 from ._exceptions import MissingApplyHandler as MissingApplyHandler
 from ._exceptions import SerializationError as SerializationError
+from ._exceptions import StoreConfigurationError as StoreConfigurationError
+from ._exceptions import StoreUnavailable as StoreUnavailable
 from ._exceptions import StreamNotFound as StreamNotFound
 from ._exceptions import UnknownEventType as UnknownEventType
 from ._exceptions import UpcastError as UpcastError
@@ -71,6 +73,8 @@ __all__ = [
     "Snapshot",
     "SnapshotPolicy",
     "SnapshotStore",
+    "StoreConfigurationError",
+    "StoreUnavailable",
     "StreamNotFound",
     "StreamState",
     "Subscription",

@@ -20,7 +20,7 @@ Handler = Callable[[Any, Any], None]
 
 _APPLIES_ATTR = "__evsrc_applies__"
 # Attributes the base class keeps for itself; everything else in ``vars(aggregate)`` is state.
-_INTERNAL = frozenset({"_id", "_version", "_pending"})
+_INTERNAL = frozenset({"_id", "_version", "_pending", "_position"})
 
 
 def applies(*event_types: type[E]) -> Callable[[Callable[[A, E], None]], Callable[[A, E], None]]:
@@ -126,6 +126,9 @@ class Aggregate:
         self._id = id
         self._version = 0
         self._pending: list[NewEvent[Event]] = []
+        # The global position of the last stored event applied (set by a repository). Stores
+        # use it to find where a snapshot's stream continues; the domain never reads it.
+        self._position: int | None = None
 
     @property
     def id(self) -> str:

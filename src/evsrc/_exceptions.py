@@ -13,6 +13,8 @@ The hierarchy::
     │   └── UpcastError            no upcaster path to the current schema version
     ├── EventRegistrationError     a registration that contradicts an earlier one
     ├── MissingApplyHandler        an aggregate was given an event it has no apply handler for
+    ├── StoreUnavailable           the store did not answer; an append's outcome is unknown
+    ├── StoreConfigurationError    the store's server or stream cannot be used as configured
     └── DomainError                base class for business-rule violations raised by your aggregates
 
 Every error carries the facts a user needs as attributes (stream id, expected and actual
@@ -38,6 +40,8 @@ __all__ = [
     "InvalidStreamId",
     "MissingApplyHandler",
     "SerializationError",
+    "StoreConfigurationError",
+    "StoreUnavailable",
     "StreamNotFound",
     "UnknownEventType",
     "UpcastError",
@@ -205,6 +209,18 @@ class MissingApplyHandler(EvsrcError, TypeError):
             f"{aggregate_type} has no @applies handler for {event_type}; "
             f"add one so its state can be rebuilt from that event"
         )
+
+
+class StoreUnavailable(EvsrcError):
+    """The store did not answer in time or could not be reached.
+
+    For an append, the outcome is unknown: the events may or may not be stored. Retrying the
+    same append (the same event ids) is safe: it stores them at most once.
+    """
+
+
+class StoreConfigurationError(EvsrcError):
+    """The server or its stream cannot be used as configured (too old, conflicting settings)."""
 
 
 class DomainError(EvsrcError):

@@ -161,12 +161,19 @@ class EventRegistry:
         self,
         type_name: str,
         schema_version: int,
-        data: bytes | str,
+        data: bytes | str | dict[str, Any],
         *,
         stream_id: str | None = None,
         position: int | None = None,
     ) -> Event:
-        """Decode stored JSON data into the current event class, upcasting it if it is old.
+        """Decode stored data into the current event class, upcasting it if it is old.
+
+        Args:
+            type_name: The stored type name.
+            schema_version: The schema version the data was written with.
+            data: The event's JSON text, or the already parsed JSON object.
+            stream_id: The stream it came from, for error messages.
+            position: Its global position, for error messages.
 
         Raises:
             UnknownEventType: If the type name is not registered.
@@ -178,7 +185,10 @@ class EventRegistry:
         current = event_class.__event_version__
         try:
             if schema_version == current:
-                return event_class.__pydantic_validator__.validate_json(data)  # type: ignore[no-any-return]
+                validator = event_class.__pydantic_validator__
+                if isinstance(data, dict):
+                    return validator.validate_python(data)  # type: ignore[no-any-return]
+                return validator.validate_json(data)  # type: ignore[no-any-return]
             payload = self._upcast(
                 type_name, schema_version, current, data, stream_id=stream_id, position=position
             )
@@ -194,7 +204,7 @@ class EventRegistry:
         type_name: str,
         stored: int,
         current: int,
-        data: bytes | str,
+        data: bytes | str | dict[str, Any],
         *,
         stream_id: str | None,
         position: int | None,
@@ -207,7 +217,7 @@ class EventRegistry:
         if stored > current:
             raise fail("it was written by a newer version of the code")
         try:
-            payload = json.loads(data)
+            payload = dict(data) if isinstance(data, dict) else json.loads(data)
         except ValueError as error:
             raise fail(f"the stored data is not valid JSON ({error})") from error
         if not isinstance(payload, dict):

@@ -88,13 +88,19 @@ class Repository(Generic[A]):
         if aggregate is None:
             aggregate = self._type(aggregate_id)
         apply = aggregate._apply
+        position = aggregate._position
         try:
             async for record in self._store.read_stream(
-                stream_id, from_version=aggregate.version + 1, to_version=version
+                stream_id,
+                from_version=aggregate.version + 1,
+                to_version=version,
+                position_hint=position,
             ):
                 apply(record.event)
+                position = record.position
         except StreamNotFound:
             raise AggregateNotFound(stream_id) from None
+        aggregate._position = position
         if aggregate.version == 0:
             raise AggregateNotFound(stream_id)
         if version is not None and aggregate.version < version:
@@ -117,10 +123,12 @@ class Repository(Generic[A]):
             # Taken by another class or an older shape of this one: never restore it wrong.
             return None
         try:
-            return aggregate_type.from_snapshot(aggregate_id, snapshot.version, snapshot.state)
+            aggregate = aggregate_type.from_snapshot(aggregate_id, snapshot.version, snapshot.state)
         except SerializationError:
             logger.warning("ignoring snapshot of %s that no longer fits", stream_id, exc_info=True)
             return None
+        aggregate._position = snapshot.position
+        return aggregate
 
     async def save(
         self,
@@ -162,6 +170,7 @@ class Repository(Generic[A]):
             self.stream_id(aggregate.id), pending, expected_version=previous, metadata=metadata
         )
         aggregate.mark_saved()
+        aggregate._position = result.position
         if self._policy is not None and self._policy.should_snapshot(previous, aggregate.version):
             try:
                 await self.take_snapshot(aggregate)
@@ -188,6 +197,7 @@ class Repository(Generic[A]):
             snapshot_version=type(aggregate).__snapshot_version__,
             state=aggregate.to_snapshot(),
             taken_at=datetime.now(UTC),
+            position=aggregate._position,
         )
         await self._snapshots.save(snapshot)
         return snapshot

@@ -21,6 +21,8 @@ class Snapshot:
             whose version differs from the class's current one is ignored.
         state: The JSON-compatible state from :meth:`evsrc.Aggregate.to_snapshot`.
         taken_at: When it was taken (UTC).
+        position: The global position of the event at ``version``, if known: a store can start
+            reading the rest of the stream there instead of searching for it.
     """
 
     stream_id: str
@@ -29,6 +31,7 @@ class Snapshot:
     snapshot_version: int
     state: dict[str, Any]
     taken_at: datetime
+    position: int | None = None
 
     def replace(self, **changes: Any) -> Self:
         """Return a copy with some fields changed."""

@@ -122,8 +122,18 @@ class EventStore(Protocol):
         from_version: int = 1,
         to_version: int | None = None,
         limit: int | None = None,
+        position_hint: int | None = None,
     ) -> AsyncIterator[RecordedEvent[Event]]:
         """Yield a stream's events from ``from_version`` to ``to_version`` (inclusive), in order.
+
+        Args:
+            stream_id: The stream.
+            from_version: The first version to yield.
+            to_version: The last version to yield (default: the stream's end).
+            limit: Yield at most this many events.
+            position_hint: The global position of an event of this stream at or before
+                ``from_version`` (a snapshot's position), if known. A store may start reading
+                there; a wrong hint never changes the result, only the cost.
 
         Raises:
             StreamNotFound: If the stream has no events.

@@ -193,6 +193,7 @@ class InMemoryEventStore:
         from_version: int = 1,
         to_version: int | None = None,
         limit: int | None = None,
+        position_hint: int | None = None,
     ) -> AsyncIterator[RecordedEvent[Event]]:
         """Yield a stream's events in order; see :meth:`evsrc.EventStore.read_stream`."""
         self._check_open()
