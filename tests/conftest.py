@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from evsrc import EventRegistry, InMemoryEventStore
 from tests.domain import REGISTRY
+from tests.servers import env_nats_url, running_nats
 
 
 @pytest.fixture
@@ -16,3 +19,14 @@ def registry() -> EventRegistry:
 @pytest.fixture
 async def store(registry: EventRegistry) -> InMemoryEventStore:
     return InMemoryEventStore(registry)
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A JetStream-enabled nats-server for the session (or EVSRC_TEST_NATS_URL)."""
+    url = env_nats_url()
+    if url is not None:
+        yield url
+        return
+    with running_nats(tmp_path_factory.mktemp("nats")) as server:
+        yield server.url

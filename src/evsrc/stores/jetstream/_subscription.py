@@ -1,0 +1,115 @@
+"""Subscriptions on the JetStream store: read by sequence, woken by core NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from typing import TYPE_CHECKING, Any, Self
+
+from nats.aio.msg import Msg
+
+from ..._events import Event, RecordedEvent
+from ..._exceptions import StoreUnavailable
+from ._codec import sequence_of
+
+if TYPE_CHECKING:
+    from ._store import JetStreamEventStore
+
+__all__ = ["JetStreamSubscription"]
+
+
+class JetStreamSubscription:
+    """Catch-up then live delivery that never skips or repeats an event.
+
+    Events are read with batched direct gets from the next unread sequence, so contiguity
+    does not depend on any consumer's bookkeeping (nats-py's ordered consumer can skip
+    messages when the client falls behind). A core NATS subscription on the same subjects only
+    says "something was appended"; a wake-up that is lost costs at most ``poll_interval``.
+    While the server is unreachable the subscription waits and retries, then resumes after the
+    last event it yielded.
+    """
+
+    def __init__(
+        self,
+        store: JetStreamEventStore,
+        from_position: int,
+        subject_filter: str,
+        categories: frozenset[str] | None,
+        event_types: frozenset[str] | None,
+    ) -> None:
+        self._store = store
+        self._next_position = from_position
+        self._next_sequence = max(sequence_of(from_position), 1)
+        self._filter = subject_filter
+        self._categories = categories
+        self._event_types = event_types
+        self._buffer: collections.deque[RecordedEvent[Event]] = collections.deque()
+        self._wake = asyncio.Event()
+        self._waker: Any = None
+        self._closed = False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> RecordedEvent[Event]:
+        config = self._store.config
+        while True:
+            if self._buffer:
+                record = self._buffer.popleft()
+                self._next_position = record.position + 1
+                return record
+            if self._closed:
+                raise StopAsyncIteration
+            if self._waker is None:
+                # Subscribe before reading, so an append during the read still wakes us.
+                self._waker = await self._store.nc.subscribe(self._filter, cb=self._on_append)
+            self._wake.clear()
+            try:
+                messages, pending = await self._store.direct.one_batch(
+                    self._next_sequence, self._filter, config.read_batch
+                )
+            except StoreUnavailable:
+                if self._store.nc.is_closed:
+                    raise
+                await self._sleep(config.poll_interval)
+                continue
+            for message in messages:
+                self._buffer.extend(
+                    self._store._matching(
+                        message, self._next_position, self._categories, self._event_types
+                    )
+                )
+                self._next_sequence = message.sequence + 1
+            if not messages or (pending == 0 and not self._buffer):
+                await self._sleep(config.poll_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait for a wake-up, the poll interval, or closing, whichever comes first."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _on_append(self, msg: Msg) -> None:
+        self._wake.set()
+
+    @property
+    def next_position(self) -> int:
+        """The position the subscription will yield from next (resume here after a restart)."""
+        return self._next_position
+
+    async def aclose(self) -> None:
+        """End the subscription; a loop waiting on it stops."""
+        self._closed = True
+        self._buffer.clear()
+        self._wake.set()
+        self._store.discard_subscription(self)
+        if self._waker is not None and not self._store.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self._waker.unsubscribe()
+        self._waker = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
