@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-SUITES = {"core": "benchmarks.core"}
+SUITES = {"core": "benchmarks.core", "jetstream": "benchmarks.jetstream"}
 
 
 def main(argv: list[str] | None = None) -> int:

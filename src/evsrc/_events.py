@@ -73,18 +73,52 @@ E = TypeVar("E", bound=Event, covariant=True)
 
 _CLEAR_VERSION_AND_VARIANT = ~((0xF000 << 64) | (0xC000 << 48))
 _SET_VERSION_4_AND_VARIANT = (0x4000 << 64) | (0x8000 << 48)
+_POOL_IDS = 256
+
+
+class _RandomPool:
+    """Random bytes for event ids, read from the OS 4 KiB at a time instead of 16 bytes.
+
+    A child process must never reuse its parent's unread bytes (two processes would mint the
+    same ids), so the pool is emptied in the child after a fork.
+    """
+
+    def __init__(self) -> None:
+        self.values: list[int] = []
+
+    def refill(self) -> None:
+        data = os.urandom(16 * _POOL_IDS)
+        self.values = [
+            int.from_bytes(data[i : i + 16]) & _CLEAR_VERSION_AND_VARIANT
+            | _SET_VERSION_4_AND_VARIANT
+            for i in range(0, len(data), 16)
+        ]
+
+    def clear(self) -> None:
+        self.values = []
+
+
+_pool = _RandomPool()
+os.register_at_fork(after_in_child=_pool.clear)
+_new_uuid = object.__new__
+_set = object.__setattr__
 
 
 def new_event_id() -> UUID:
-    """Return a random version-4 UUID, exactly as :func:`uuid.uuid4` would.
+    """Return a random version-4 UUID, exactly as :func:`uuid.uuid4` would, in a fraction of
+    the time.
 
-    Every recorded event needs one. ``UUID.__init__`` spends most of its time validating
-    arguments that are known good here, so this sets the two slots it would set.
+    Every recorded event needs one. The random bits come from ``os.urandom``, like
+    ``uuid4``'s, but a pool at a time; and ``UUID.__init__``'s argument checks are skipped,
+    setting the two slots it would set.
     """
-    value = int.from_bytes(os.urandom(16)) & _CLEAR_VERSION_AND_VARIANT | _SET_VERSION_4_AND_VARIANT
-    uuid = object.__new__(UUID)
-    object.__setattr__(uuid, "int", value)
-    object.__setattr__(uuid, "is_safe", SafeUUID.unknown)
+    values = _pool.values
+    if not values:
+        _pool.refill()
+        values = _pool.values
+    uuid = _new_uuid(UUID)
+    _set(uuid, "int", values.pop())
+    _set(uuid, "is_safe", SafeUUID.unknown)
     return uuid
 
 

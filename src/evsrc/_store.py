@@ -6,7 +6,7 @@ import enum
 from collections.abc import AsyncIterator, Collection, Sequence
 from typing import NamedTuple, Protocol, Self, TypeAlias, runtime_checkable
 
-from ._events import Event, Metadata, NewEvent, RecordedEvent
+from ._events import Event, Metadata, NewEvent, RecordedEvent, new_event_id
 from ._exceptions import ConcurrencyError
 from ._registry import EventRegistry
 
@@ -181,21 +181,26 @@ class EventStore(Protocol):
         ...
 
 
+_new_object = object.__new__
+_set = object.__setattr__
+
+
 def to_new_events(events: Sequence[Event | NewEvent[Event]]) -> list[NewEvent[Event]]:
     """Normalise an append's events, refusing an empty list and repeated ids."""
     if isinstance(events, (Event, NewEvent)):
         raise TypeError("append() takes a sequence of events; wrap a single event in a list")
-    new = []
+    new: list[NewEvent[Event]] = []
     for item in events:
-        if item.__class__ is not NewEvent:
-            if not isinstance(item, Event):
-                if not isinstance(item, NewEvent):
-                    raise TypeError(f"cannot append {item!r}: not an evsrc.Event")
-            else:
-                item = NewEvent(item)
-        if not isinstance(item.event, Event):
-            raise TypeError(f"cannot append {item.event!r}: not an evsrc.Event")
-        new.append(item)
+        if isinstance(item, Event):
+            # NewEvent(item), without the frozen dataclass's per-field setattr calls.
+            fresh = _new_object(NewEvent)
+            _set(fresh, "event", item)
+            _set(fresh, "event_id", new_event_id())
+            new.append(fresh)
+        elif isinstance(item, NewEvent) and isinstance(item.event, Event):
+            new.append(item)
+        else:
+            raise TypeError(f"cannot append {item!r}: not an evsrc.Event or NewEvent")
     if not new:
         raise ValueError("append() needs at least one event")
     if len(new) > 1 and len({item.event_id for item in new}) != len(new):

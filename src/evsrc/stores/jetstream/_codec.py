@@ -16,7 +16,9 @@ message's server timestamp as ``recorded_at``, and the global position
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -44,7 +46,18 @@ POSITION_STRIDE = 1000
 """Positions are ``message sequence * 1000 + index in the message``."""
 MAX_EVENTS_PER_APPEND = POSITION_STRIDE
 LAST_VERSION_HEADER = "Evsrc-Last-Version"
-_dumps = json.dumps
+_PLAIN_TEXT = re.compile(r"[A-Za-z0-9 _:@=+,;~!#%&'()/\[\]{}<>*.|$^?-]*")
+
+
+def _dumps(value: str | None) -> str:
+    """JSON for a string or None; the common plain-text case without the encoder's overhead."""
+    if value is None:
+        return "null"
+    if _PLAIN_TEXT.fullmatch(value):
+        return f'"{value}"'
+    return json.dumps(value)
+
+
 _EPOCH = datetime.fromtimestamp(0, UTC)
 
 
@@ -84,27 +97,26 @@ def encode_append(
         b',"correlation_id":',
         _dumps(metadata.correlation_id).encode(),
         b',"headers":',
-        _dumps(dict(metadata.headers)).encode() if metadata.headers else b"{}",
+        json.dumps(dict(metadata.headers)).encode() if metadata.headers else b"{}",
         b',"events":[',
     ]
     for index, item in enumerate(events):
         name, schema, data = registry.encode(item.event)
         names.append(name)
-        if index:
-            parts.append(b",")
         parts += (
-            b'{"id":"',
+            b',{"id":"' if index else b'{"id":"',
             str(item.event_id).encode(),
-            b'","type":',
-            _dumps(name).encode(),
-            b',"schema":',
-            str(schema).encode(),
-            b',"data":',
+            _type_and_schema(name, schema),
             data,
             b"}",
         )
     parts.append(b"]}")
     return b"".join(parts), names
+
+
+@functools.lru_cache(maxsize=4096)
+def _type_and_schema(name: str, schema: int) -> bytes:
+    return f'","type":{json.dumps(name)},"schema":{schema},"data":'.encode()
 
 
 class Envelope:
@@ -147,8 +159,11 @@ class Envelope:
                 return False
         return True
 
-    def records(self, registry: EventRegistry) -> list[RecordedEvent[Event]]:
-        """Decode every event of the append, upcasting old ones."""
+    def records(
+        self, registry: EventRegistry, first_index: int = 0, last_index: int | None = None
+    ) -> list[RecordedEvent[Event]]:
+        """Decode the append's events from ``first_index`` to ``last_index`` (inclusive),
+        upcasting old ones; the others are not decoded at all."""
         body = self.body
         stream_id = self.stream_id
         headers: Mapping[str, str] = (
@@ -162,7 +177,10 @@ class Envelope:
         base = self.sequence * POSITION_STRIDE
         version = self.first_version
         records = []
-        for index, stored in enumerate(body["events"]):
+        stored_events = body["events"]
+        end = len(stored_events) if last_index is None else min(last_index + 1, len(stored_events))
+        for index in range(max(first_index, 0), end):
+            stored = stored_events[index]
             position = base + index
             try:
                 event = registry.decode(

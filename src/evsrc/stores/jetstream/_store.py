@@ -383,9 +383,10 @@ class JetStreamEventStore:
                 continue
             if envelope.first_version > last:
                 return
-            for record in envelope.records(self._registry):
-                if from_version <= record.version <= last:
-                    yield record
+            first = envelope.first_version
+            upto = None if last == float("inf") else int(last) - first
+            for record in envelope.records(self._registry, from_version - first, upto):
+                yield record
         if not found:
             if start > 1:  # a hint past the stream's end: read from the beginning instead
                 async for record in self.read_stream(
@@ -481,11 +482,11 @@ class JetStreamEventStore:
             event["type"] in event_types for event in envelope.body["events"]
         ):
             return []
+        skip = max(from_position - position_of(envelope.sequence, 0), 0)
         return [
             record
-            for record in envelope.records(self._registry)
-            if record.position >= from_position
-            and (event_types is None or record.event_type in event_types)
+            for record in envelope.records(self._registry, skip)
+            if event_types is None or record.event_type in event_types
         ]
 
     def _envelope(self, message: StoredMessage) -> Envelope:
