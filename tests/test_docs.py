@@ -19,7 +19,13 @@ def test_there_are_pages_with_code() -> None:
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
-def test_code_blocks_run(page: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_code_blocks_run(
+    page: Path,
+    capsys: pytest.CaptureFixture[str],
+    nats_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NATS_URL", nats_url)  # the JetStream guide connects to it
     name = "docs_" + re.sub(r"\W", "_", str(page.relative_to(DOCS)))
     module = types.ModuleType(name)
     sys.modules[name] = module  # so pydantic and typing can resolve the page's annotations
@@ -31,8 +37,10 @@ def test_code_blocks_run(page: Path, capsys: pytest.CaptureFixture[str]) -> None
         del sys.modules[name]
 
 
-def test_quickstart_prints_who_did_what(capsys: pytest.CaptureFixture[str]) -> None:
-    test_code_blocks_run(DOCS / "quickstart.md", capsys)
+def test_quickstart_prints_who_did_what(
+    capsys: pytest.CaptureFixture[str], nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    test_code_blocks_run(DOCS / "quickstart.md", capsys, nats_url, monkeypatch)
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:3] for line in lines] == [
         ["1", "OrderPlaced", "user:789"],
