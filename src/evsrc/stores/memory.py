@@ -195,7 +195,10 @@ class InMemoryEventStore:
         limit: int | None = None,
         position_hint: int | None = None,
     ) -> AsyncIterator[RecordedEvent[Event]]:
-        """Yield a stream's events in order; see :meth:`evsrc.EventStore.read_stream`."""
+        """Yield a stream's events in order; see :meth:`evsrc.EventStore.read_stream`.
+
+        ``position_hint`` is accepted and ignored: every version is one list index away.
+        """
         self._check_open()
         validate_stream_id(stream_id)
         validate_range("from_version", from_version, 1)

@@ -34,6 +34,7 @@ from ..._store import (
 from ..._stream_ids import category_of, validate_stream_id
 from ._codec import (
     LAST_VERSION_HEADER,
+    MAX_EVENTS_PER_APPEND,
     Envelope,
     decode_envelope,
     encode_append,
@@ -171,6 +172,11 @@ class JetStreamEventStore:
         validate_stream_id(stream_id)
         validate_expected_version(expected_version)
         new = to_new_events(events)
+        if len(new) > MAX_EVENTS_PER_APPEND:
+            raise ValueError(
+                f"an append holds at most {MAX_EVENTS_PER_APPEND} events on JetStream, "
+                f"not {len(new)}; split it"
+            )
         subject = self._config.subject(category_of(stream_id), stream_id)
         meta = metadata or EMPTY_METADATA
         attempts = self._config.max_append_attempts
