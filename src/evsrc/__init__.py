@@ -20,15 +20,25 @@ from ._exceptions import EventRegistrationError as EventRegistrationError
 from ._exceptions import EvsrcError as EvsrcError
 from ._exceptions import InvalidStreamId as InvalidStreamId
 from ._exceptions import MissingApplyHandler as MissingApplyHandler
+from ._exceptions import ProjectionFailed as ProjectionFailed
+from ._exceptions import ProjectionTimeout as ProjectionTimeout
 from ._exceptions import SerializationError as SerializationError
 from ._exceptions import StoreConfigurationError as StoreConfigurationError
 from ._exceptions import StoreUnavailable as StoreUnavailable
 from ._exceptions import StreamNotFound as StreamNotFound
 from ._exceptions import UnknownEventType as UnknownEventType
 from ._exceptions import UpcastError as UpcastError
+from ._projection import Partition as Partition
+from ._projection import Projection as Projection
+from ._projection import handles as handles
 from ._registry import EventRegistry as EventRegistry
 from ._registry import Upcaster as Upcaster
 from ._repository import Repository as Repository
+from ._runner import ProjectionRunner as ProjectionRunner
+from ._runner import ProjectionStatus as ProjectionStatus
+from ._runner import RunnerOptions as RunnerOptions
+from ._sinks import ParkedEvent as ParkedEvent
+from ._sinks import ReadModelSink as ReadModelSink
 from ._snapshots import EveryNEvents as EveryNEvents
 from ._snapshots import Snapshot as Snapshot
 from ._snapshots import SnapshotPolicy as SnapshotPolicy
@@ -67,8 +77,17 @@ __all__ = [
     "Metadata",
     "MissingApplyHandler",
     "NewEvent",
+    "ParkedEvent",
+    "Partition",
+    "Projection",
+    "ProjectionFailed",
+    "ProjectionRunner",
+    "ProjectionStatus",
+    "ProjectionTimeout",
+    "ReadModelSink",
     "RecordedEvent",
     "Repository",
+    "RunnerOptions",
     "SerializationError",
     "Snapshot",
     "SnapshotPolicy",
@@ -85,6 +104,7 @@ __all__ = [
     "applies",
     "category_of",
     "current_metadata",
+    "handles",
     "metadata_scope",
     "validate_stream_id",
 ]

@@ -15,6 +15,8 @@ The hierarchy::
     ├── MissingApplyHandler        an aggregate was given an event it has no apply handler for
     ├── StoreUnavailable           the store did not answer; an append's outcome is unknown
     ├── StoreConfigurationError    the store's server or stream cannot be used as configured
+    ├── ProjectionFailed           a projection stopped on an event its handler kept failing on
+    ├── ProjectionTimeout          a projection did not reach a position in time
     └── DomainError                base class for business-rule violations raised by your aggregates
 
 Every error carries the facts a user needs as attributes (stream id, expected and actual
@@ -39,6 +41,8 @@ __all__ = [
     "EvsrcError",
     "InvalidStreamId",
     "MissingApplyHandler",
+    "ProjectionFailed",
+    "ProjectionTimeout",
     "SerializationError",
     "StoreConfigurationError",
     "StoreUnavailable",
@@ -221,6 +225,46 @@ class StoreUnavailable(EvsrcError):
 
 class StoreConfigurationError(EvsrcError):
     """The server or its stream cannot be used as configured (too old, conflicting settings)."""
+
+
+class ProjectionFailed(EvsrcError):
+    """A projection stopped: its handler kept failing on one event.
+
+    Attributes:
+        projection: The projection's name.
+        event_type: The failing event's type name.
+        position: The failing event's global position.
+        cause: The last error the handler raised.
+    """
+
+    def __init__(self, projection: str, event_type: str, position: int, cause: BaseException):
+        self.projection = projection
+        self.event_type = event_type
+        self.position = position
+        self.cause = cause
+        super().__init__(
+            f"projection {projection!r} stopped at {event_type} (position {position}): "
+            f"{type(cause).__name__}: {cause}"
+        )
+
+
+class ProjectionTimeout(EvsrcError, TimeoutError):
+    """A projection had not applied a position when the wait ended.
+
+    Attributes:
+        projection: The projection's name.
+        position: The position waited for.
+        checkpoint: How far the projection had got.
+    """
+
+    def __init__(self, projection: str, position: int, checkpoint: int) -> None:
+        self.projection = projection
+        self.position = position
+        self.checkpoint = checkpoint
+        super().__init__(
+            f"projection {projection!r} has not reached position {position} "
+            f"(it is at {checkpoint}); is the event in its categories, and is it running?"
+        )
 
 
 class DomainError(EvsrcError):

@@ -1,0 +1,1 @@
+"""Read-model sinks for projections: SQLite (standard library) and PostgreSQL (asyncpg)."""

@@ -1,0 +1,255 @@
+"""The SQLite read-model sink (standard library ``sqlite3``, no extra dependency).
+
+SQLite calls are short and local, so they run on the event loop's thread; one asyncio lock
+serialises the sink's transactions (SQLite allows one writer at a time anyway). The database
+runs in WAL mode, so readers never wait for the projection's writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from .._events import Event, RecordedEvent
+from .._sinks import ParkedEvent, view_sql
+
+__all__ = ["SqliteSink", "SqliteTransaction"]
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS evsrc_checkpoints (
+        projection TEXT NOT NULL, partition TEXT NOT NULL, generation INTEGER NOT NULL,
+        position INTEGER NOT NULL, updated_at TEXT NOT NULL,
+        PRIMARY KEY (projection, partition, generation))""",
+    """CREATE TABLE IF NOT EXISTS evsrc_active_generations (
+        projection TEXT PRIMARY KEY, generation INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS evsrc_parked (
+        projection TEXT NOT NULL, partition TEXT NOT NULL, position INTEGER NOT NULL,
+        stream_id TEXT NOT NULL, event_id TEXT NOT NULL, event_type TEXT NOT NULL,
+        error TEXT NOT NULL, parked_at TEXT NOT NULL,
+        PRIMARY KEY (projection, partition, position))""",
+)
+
+
+class SqliteTransaction:
+    """An open SQLite transaction, handed to projection handlers. Placeholders are ``?``."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The underlying ``sqlite3`` connection, inside the transaction."""
+        return self._connection
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        """Run a statement."""
+        self._connection.execute(sql, args)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run a statement once per row of arguments."""
+        self._connection.executemany(sql, rows)
+
+    async def fetch(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        """Run a query and return every row."""
+        return self._connection.execute(sql, args).fetchall()
+
+    async def fetchrow(self, sql: str, *args: Any) -> sqlite3.Row | None:
+        """Run a query and return its first row, or ``None``."""
+        row: sqlite3.Row | None = self._connection.execute(sql, args).fetchone()
+        return row
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        """Run a query and return the first column of its first row, or ``None``."""
+        row = self._connection.execute(sql, args).fetchone()
+        return None if row is None else row[0]
+
+    async def drop_tables(self, tables: Sequence[str]) -> None:
+        """Drop tables if they exist."""
+        for table in tables:
+            self._connection.execute(f'DROP TABLE IF EXISTS "{table}"')
+
+
+class SqliteSink:
+    """Read models and checkpoints in one SQLite database file.
+
+    Args:
+        path: The database file (``":memory:"`` for a throwaway one).
+        synchronous: SQLite's ``synchronous`` setting. ``"NORMAL"`` (the default, with WAL)
+            survives any crash of your process; ``"FULL"`` also survives a power loss, at the
+            cost of an fsync per transaction.
+    """
+
+    def __init__(
+        self, path: str | Path, *, synchronous: Literal["NORMAL", "FULL", "OFF"] = "NORMAL"
+    ) -> None:
+        self._path = str(path)
+        self._synchronous = synchronous
+        self._connection: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._path
+
+    async def start(self) -> None:
+        """Open the database (WAL mode) and create evsrc's tables."""
+        if self._connection is not None:
+            return
+        connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        connection.row_factory = sqlite3.Row
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(f"PRAGMA synchronous={self._synchronous}")
+        connection.execute("PRAGMA busy_timeout=10000")
+        for statement in _SCHEMA:
+            connection.execute(statement)
+        self._connection = connection
+
+    async def aclose(self) -> None:
+        """Close the database."""
+        if self._connection is not None:
+            async with self._lock:
+                self._connection.close()
+                self._connection = None
+
+    def _open(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise RuntimeError("start() the SqliteSink first")
+        return self._connection
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqliteTransaction]:
+        """A write transaction (``BEGIN IMMEDIATE``), committed at the end of the block."""
+        async with self._lock:
+            connection = self._open()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield SqliteTransaction(connection)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+
+    async def fetch(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        """Run a read-only query outside any projection transaction (for your queries)."""
+        return self._open().execute(sql, args).fetchall()
+
+    async def active_generation(self, projection: str) -> int | None:
+        """See :meth:`evsrc.ReadModelSink.active_generation`."""
+        row = (
+            self._open()
+            .execute(
+                "SELECT generation FROM evsrc_active_generations WHERE projection = ?",
+                (projection,),
+            )
+            .fetchone()
+        )
+        return None if row is None else int(row[0])
+
+    async def load_position(self, projection: str, partition: str, generation: int) -> int:
+        """See :meth:`evsrc.ReadModelSink.load_position`."""
+        row = (
+            self._open()
+            .execute(
+                "SELECT position FROM evsrc_checkpoints"
+                " WHERE projection = ? AND partition = ? AND generation = ?",
+                (projection, partition, generation),
+            )
+            .fetchone()
+        )
+        return 0 if row is None else int(row[0])
+
+    async def save_position(
+        self,
+        tx: SqliteTransaction,
+        projection: str,
+        partition: str,
+        generation: int,
+        position: int,
+    ) -> None:
+        """See :meth:`evsrc.ReadModelSink.save_position`."""
+        await tx.execute(
+            "INSERT INTO evsrc_checkpoints"
+            " (projection, partition, generation, position, updated_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (projection, partition, generation)"
+            " DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+            projection,
+            partition,
+            generation,
+            position,
+            datetime.now(UTC).isoformat(),
+        )
+
+    async def activate(
+        self, tx: SqliteTransaction, projection: str, tables: Sequence[str], generation: int
+    ) -> None:
+        """See :meth:`evsrc.ReadModelSink.activate`."""
+        for table in tables:
+            for statement in view_sql(table, generation):
+                await tx.execute(statement)
+        await tx.execute(
+            "INSERT INTO evsrc_active_generations (projection, generation) VALUES (?, ?)"
+            " ON CONFLICT (projection) DO UPDATE SET generation = excluded.generation",
+            projection,
+            generation,
+        )
+
+    async def drop_generation(
+        self, tx: SqliteTransaction, projection: str, tables: Sequence[str], generation: int
+    ) -> None:
+        """See :meth:`evsrc.ReadModelSink.drop_generation`."""
+        await tx.drop_tables([f"{table}__g{generation}" for table in tables])
+        await tx.execute(
+            "DELETE FROM evsrc_checkpoints WHERE projection = ? AND generation = ?",
+            projection,
+            generation,
+        )
+
+    async def park(
+        self,
+        tx: SqliteTransaction,
+        projection: str,
+        partition: str,
+        record: RecordedEvent[Event],
+        error: str,
+    ) -> None:
+        """See :meth:`evsrc.ReadModelSink.park`."""
+        await tx.execute(
+            "INSERT OR REPLACE INTO evsrc_parked VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            projection,
+            partition,
+            record.position,
+            record.stream_id,
+            str(record.event_id),
+            record.event_type,
+            error,
+            datetime.now(UTC).isoformat(),
+        )
+
+    async def parked(self, projection: str) -> list[ParkedEvent]:
+        """See :meth:`evsrc.ReadModelSink.parked`."""
+        rows = (
+            self._open()
+            .execute(
+                "SELECT * FROM evsrc_parked WHERE projection = ? ORDER BY position", (projection,)
+            )
+            .fetchall()
+        )
+        return [
+            ParkedEvent(
+                projection=row["projection"],
+                partition=row["partition"],
+                position=row["position"],
+                stream_id=row["stream_id"],
+                event_id=row["event_id"],
+                event_type=row["event_type"],
+                error=row["error"],
+                parked_at=datetime.fromisoformat(row["parked_at"]),
+            )
+            for row in rows
+        ]

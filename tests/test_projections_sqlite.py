@@ -1,0 +1,247 @@
+"""Projections into SQLite from the in-memory store: batches, checkpoints, failures, rebuilds."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evsrc import (
+    InMemoryEventStore,
+    Projection,
+    ProjectionFailed,
+    ProjectionRunner,
+    ProjectionTimeout,
+    RecordedEvent,
+    Repository,
+    RunnerOptions,
+    handles,
+)
+from evsrc.sinks.sqlite import SqliteSink
+from tests.domain import REGISTRY, Order, OrderCancelled, item
+from tests.projections import OrderSummary
+
+
+async def place(orders: Repository[Order], order_id: str, extra_items: int = 0) -> int:
+    order = Order.place(order_id, f"user-{order_id}", [item()])
+    for n in range(extra_items):
+        order.add_item(item(f"s{n}"))
+    result = await orders.save(order)
+    assert result is not None
+    return result.position
+
+
+async def rows(sink: SqliteSink) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in await sink.fetch("SELECT * FROM orders ORDER BY order_id")]
+
+
+async def test_catch_up_then_live_with_read_your_writes(tmp_path: Path) -> None:
+    store = InMemoryEventStore(REGISTRY)
+    orders = Repository(store, Order)
+    for n in range(5):
+        await place(orders, str(n), extra_items=n)
+    sink = SqliteSink(tmp_path / "read.db")
+    async with ProjectionRunner(store, sink, [OrderSummary()]) as runner:
+        await runner.wait_until(await store.head_position(), timeout=5)
+        assert [r[0] for r in await rows(sink)] == ["0", "1", "2", "3", "4"]
+        position = await place(orders, "live", extra_items=2)
+        await runner.wait_until(position, timeout=5)  # returns as soon as it is applied
+        (live,) = [r for r in await rows(sink) if r[0] == "live"]
+        assert live == ("live", "user-live", "placed", 3, 3)
+        (status,) = await runner.status()
+        assert (status.name, status.state, status.checkpoint) == (
+            "order_summary",
+            "running",
+            position,
+        )
+        assert (status.lag_events, status.lag_seconds) == (0, 0.0)
+        assert await sink.fetch("SELECT * FROM applied__g1 WHERE times <> 1") == []
+
+
+async def test_restart_resumes_from_the_checkpoint(tmp_path: Path) -> None:
+    store = InMemoryEventStore(REGISTRY)
+    orders = Repository(store, Order)
+    await place(orders, "a", 3)
+    sink = SqliteSink(tmp_path / "read.db")
+    async with ProjectionRunner(store, sink, [OrderSummary()]) as runner:
+        await runner.wait_until(await store.head_position())
+    await place(orders, "b", 1)
+    order = await orders.load("a")
+    order.cancel("no")
+    await orders.save(order)
+    sink = SqliteSink(tmp_path / "read.db")
+    async with ProjectionRunner(store, sink, [OrderSummary()]) as runner:
+        await runner.wait_until(await store.head_position())
+        assert [(r[0], r[2], r[3]) for r in await rows(sink)] == [
+            ("a", "cancelled", 4),
+            ("b", "placed", 2),
+        ]
+        applied = await sink.fetch("SELECT count(*), max(times) FROM applied__g1")
+        assert tuple(applied[0]) == (await store.head_position(), 1)
+
+
+async def test_wait_until_times_out_with_a_clear_error(tmp_path: Path) -> None:
+    store = InMemoryEventStore(REGISTRY)
+    async with ProjectionRunner(store, SqliteSink(tmp_path / "r.db"), [OrderSummary()]) as runner:
+        with pytest.raises(ProjectionTimeout, match=r"order_summary.*position 7") as caught:
+            await runner.wait_until(7, timeout=0.1)
+        assert caught.value.checkpoint == 0
+
+
+class Poisoned(Projection[Any]):
+    """Fails on every cancellation whose reason is 'poison'."""
+
+    name = "poisoned"
+    tables = ("reasons",)
+
+    async def create(self, tx: Any) -> None:
+        await tx.execute(f"CREATE TABLE IF NOT EXISTS {self.table('reasons')} (reason TEXT)")
+
+    @handles(OrderCancelled)
+    async def _cancelled(self, record: RecordedEvent[OrderCancelled], tx: Any) -> None:
+        await tx.execute(f"INSERT INTO {self.table('reasons')} VALUES (?)", record.event.reason)
+        if record.event.reason == "poison":
+            raise ValueError("cannot digest this")
+
+
+async def test_a_poisoned_event_stops_its_projection_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = InMemoryEventStore(REGISTRY)
+    for reason in ("ok-1", "poison", "ok-2"):
+        await store.append("order-1", [OrderCancelled(reason=reason)])
+    sink = SqliteSink(tmp_path / "read.db")
+    options = RunnerOptions(max_attempts=3, backoff=0.001)
+    with caplog.at_level(logging.WARNING, logger="evsrc.projections"):
+        async with ProjectionRunner(store, sink, [Poisoned(), OrderSummary()], options) as runner:
+            with pytest.raises(ProjectionFailed) as caught:
+                await runner.wait_until(3, projections=["poisoned"], timeout=5)
+            failure = caught.value
+            assert (failure.projection, failure.event_type, failure.position) == (
+                "poisoned",
+                "OrderCancelled",
+                2,
+            )
+            assert "cannot digest this" in str(failure)
+            await runner.wait_until(3, projections=["order_summary"], timeout=5)
+            statuses = {s.name: s for s in await runner.status()}
+            assert statuses["poisoned"].state == "failed"
+            assert statuses["poisoned"].checkpoint == 1
+            assert statuses["order_summary"].state == "running"
+    # The event before the poison was applied once; the poison's writes were rolled back.
+    assert [r[0] for r in await sink.fetch("SELECT reason FROM reasons")] == ["ok-1"]
+    assert caplog.text.count("failed on OrderCancelled at position 2") == 3
+
+
+async def test_parking_keeps_the_projection_going(tmp_path: Path) -> None:
+    store = InMemoryEventStore(REGISTRY)
+    for reason in ("ok-1", "poison", "ok-2"):
+        await store.append("order-1", [OrderCancelled(reason=reason)])
+    sink = SqliteSink(tmp_path / "read.db")
+    options = RunnerOptions(max_attempts=2, backoff=0.001, park_failures=True)
+    async with ProjectionRunner(store, sink, [Poisoned()], options) as runner:
+        await runner.wait_until(3, timeout=5)
+        (parked,) = await sink.parked("poisoned")
+        assert (parked.position, parked.event_type, parked.stream_id) == (
+            2,
+            "OrderCancelled",
+            "order-1",
+        )
+        assert "cannot digest this" in parked.error
+    assert [r[0] for r in await sink.fetch("SELECT reason FROM reasons")] == ["ok-1", "ok-2"]
+
+
+async def test_rebuild_in_place_and_blue_green(tmp_path: Path) -> None:
+    store = InMemoryEventStore(REGISTRY)
+    orders = Repository(store, Order)
+    for n in range(20):
+        await place(orders, str(n), 2)
+    sink = SqliteSink(tmp_path / "read.db")
+    async with ProjectionRunner(store, sink, [OrderSummary()]) as runner:
+        await runner.wait_until(await store.head_position())
+        before = await rows(sink)
+        # Corrupt the read model, as a buggy handler would have, then rebuild in place.
+        async with sink.transaction() as tx:
+            await tx.execute("DELETE FROM orders__g1 WHERE order_id = '3'")
+        await runner.rebuild("order_summary")
+        await runner.wait_until(await store.head_position())
+        assert await rows(sink) == before
+
+        # Blue/green: generation 2 is filled while generation 1 keeps answering queries.
+        serving: list[int] = []
+
+        async def query_while_rebuilding() -> None:
+            for _ in range(50):
+                serving.append(len(await rows(sink)))
+                await asyncio.sleep(0)
+
+        querying = asyncio.create_task(query_while_rebuilding())
+        await runner.rebuild("order_summary", blue_green=True)
+        await querying
+        assert min(serving) >= 20  # never an empty or partial read model
+        await place(orders, "after", 0)
+        await runner.wait_until(await store.head_position())
+        assert len(await rows(sink)) == 21
+        (status,) = await runner.status()
+        assert status.generation == 2
+        tables = {
+            r[0] for r in await sink.fetch("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        assert "orders__g2" in tables
+        assert "orders__g1" not in tables
+    assert await sink.active_generation("order_summary") == 2
+    # A restart keeps serving generation 2.
+    sink = SqliteSink(tmp_path / "read.db")
+    async with ProjectionRunner(store, sink, [OrderSummary()]) as runner:
+        (status,) = await runner.status()
+        assert (status.generation, status.checkpoint) == (2, await store.head_position())
+
+
+async def test_batches_are_bounded(tmp_path: Path) -> None:
+    store = InMemoryEventStore(REGISTRY)
+    orders = Repository(store, Order)
+    for n in range(30):
+        await place(orders, str(n), 3)
+    sink = SqliteSink(tmp_path / "read.db")
+    transactions = 0
+    original = sink.transaction
+
+    def counting() -> Any:
+        nonlocal transactions
+        transactions += 1
+        return original()
+
+    sink.transaction = counting  # type: ignore[method-assign]
+    async with ProjectionRunner(
+        store, sink, [OrderSummary()], RunnerOptions(batch_size=7)
+    ) as runner:
+        await runner.wait_until(await store.head_position())
+    assert 120 // 7 <= transactions <= 120 // 7 + 5  # 120 events, at most 7 per transaction
+
+
+async def test_partitions_split_the_streams(tmp_path: Path) -> None:
+    from evsrc import Partition
+
+    store = InMemoryEventStore(REGISTRY)
+    orders = Repository(store, Order)
+    for n in range(40):
+        await place(orders, str(n))
+    sink = SqliteSink(tmp_path / "read.db")
+    runners = [
+        ProjectionRunner(store, sink, [OrderSummary()], RunnerOptions(partition=Partition(i, 3)))
+        for i in range(3)
+    ]
+    for runner in runners:
+        await runner.start()
+    for runner in runners:
+        await runner.wait_until(await store.head_position())
+    assert len(await rows(sink)) == 40
+    checkpoints = await sink.fetch("SELECT partition FROM evsrc_checkpoints ORDER BY partition")
+    assert [r[0] for r in checkpoints] == ["0/3", "1/3", "2/3"]
+    for runner in runners:
+        await runner.aclose()
+    with pytest.raises(ValueError, match="index"):
+        Partition(3, 3)
