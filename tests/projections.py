@@ -23,7 +23,10 @@ class OrderSummary(Projection[Any]):
     name = "order_summary"
     categories = ("order",)
     tables = ("orders", "applied")
-    mark = "?"
+
+    def __init__(self, mark: str = "?") -> None:
+        super().__init__()
+        self.mark = mark
 
     def p(self, n: int) -> str:
         return "?" if self.mark == "?" else f"${n}"
@@ -76,5 +79,24 @@ class OrderSummary(Projection[Any]):
         await self._applied(record, tx)
 
 
-class PostgresOrderSummary(OrderSummary):
-    mark = "$"
+class Poisoned(Projection[Any]):
+    """Records cancellation reasons; fails on every one whose reason is 'poison'."""
+
+    name = "poisoned"
+    tables = ("reasons",)
+
+    def __init__(self, mark: str = "?") -> None:
+        super().__init__()
+        self.mark = mark
+
+    async def create(self, tx: Any) -> None:
+        await tx.execute(f"CREATE TABLE IF NOT EXISTS {self.table('reasons')} (reason TEXT)")
+
+    @handles(OrderCancelled)
+    async def _cancelled(self, record: RecordedEvent[OrderCancelled], tx: Any) -> None:
+        mark = "?" if self.mark == "?" else "$1"
+        await tx.execute(
+            f"INSERT INTO {self.table('reasons')} VALUES ({mark})", record.event.reason
+        )
+        if record.event.reason == "poison":
+            raise ValueError("cannot digest this")

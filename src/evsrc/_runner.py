@@ -420,6 +420,8 @@ class ProjectionRunner:
             partition = self._options.partition.key
             async with self._sink.transaction() as tx:
                 await projection.reset(tx)
+                # Dropping tables can take their views along (PostgreSQL's CASCADE): re-point them.
+                await self._sink.activate(tx, name, projection.tables, projection.generation)
                 await self._sink.save_position(tx, name, partition, projection.generation, 0)
             self._workers[name] = await self._start_worker(projection)
             return

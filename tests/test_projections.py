@@ -1,28 +1,77 @@
-"""Projections into SQLite from the in-memory store: batches, checkpoints, failures, rebuilds."""
+"""Projections into SQLite and PostgreSQL from the in-memory store: batches, checkpoints,
+failures, rebuilds, partitions. Every test runs against both sinks."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
 from evsrc import (
     InMemoryEventStore,
-    Projection,
     ProjectionFailed,
     ProjectionRunner,
     ProjectionTimeout,
-    RecordedEvent,
     Repository,
     RunnerOptions,
-    handles,
 )
 from evsrc.sinks.sqlite import SqliteSink
 from tests.domain import REGISTRY, Order, OrderCancelled, item
-from tests.projections import OrderSummary
+from tests.projections import OrderSummary, Poisoned
+
+
+class Backend:
+    """Makes sinks of one kind, all on the same database, and projections in its dialect."""
+
+    def __init__(self, kind: str, tmp_path: Path, postgres_url: str | None) -> None:
+        self.kind = kind
+        self.mark = "?" if kind == "sqlite" else "$"
+        self._path = tmp_path / "read.db"
+        self._url = postgres_url
+        self._schema = f"t{uuid4().hex[:12]}"
+        self.sinks: list[Any] = []
+
+    def sink(self) -> Any:
+        if self.kind == "sqlite":
+            sink: Any = SqliteSink(self._path)
+        else:
+            from evsrc.sinks.postgres import PostgresSink
+
+            assert self._url is not None
+            sink = PostgresSink(self._url, schema=self._schema)
+        self.sinks.append(sink)
+        return sink
+
+    def summary(self) -> OrderSummary:
+        return OrderSummary(self.mark)
+
+    def poisoned(self) -> Poisoned:
+        return Poisoned(self.mark)
+
+    async def tables(self, sink: Any) -> set[str]:
+        if self.kind == "sqlite":
+            rows = await sink.fetch("SELECT name FROM sqlite_master WHERE type = 'table'")
+        else:
+            rows = await sink.fetch(
+                "SELECT table_name FROM information_schema.tables"
+                " WHERE table_schema = $1 AND table_type = 'BASE TABLE'",
+                sink.schema,
+            )
+        return {row[0] for row in rows}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    made = Backend(request.param, tmp_path, url)
+    yield made
+    for sink in made.sinks:
+        await sink.aclose()
 
 
 async def place(orders: Repository[Order], order_id: str, extra_items: int = 0) -> int:
@@ -34,17 +83,17 @@ async def place(orders: Repository[Order], order_id: str, extra_items: int = 0) 
     return result.position
 
 
-async def rows(sink: SqliteSink) -> list[tuple[Any, ...]]:
+async def rows(sink: Any) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in await sink.fetch("SELECT * FROM orders ORDER BY order_id")]
 
 
-async def test_catch_up_then_live_with_read_your_writes(tmp_path: Path) -> None:
+async def test_catch_up_then_live_with_read_your_writes(backend: Backend) -> None:
     store = InMemoryEventStore(REGISTRY)
     orders = Repository(store, Order)
     for n in range(5):
         await place(orders, str(n), extra_items=n)
-    sink = SqliteSink(tmp_path / "read.db")
-    async with ProjectionRunner(store, sink, [OrderSummary()]) as runner:
+    sink = backend.sink()
+    async with ProjectionRunner(store, sink, [backend.summary()]) as runner:
         await runner.wait_until(await store.head_position(), timeout=5)
         assert [r[0] for r in await rows(sink)] == ["0", "1", "2", "3", "4"]
         position = await place(orders, "live", extra_items=2)
@@ -61,19 +110,19 @@ async def test_catch_up_then_live_with_read_your_writes(tmp_path: Path) -> None:
         assert await sink.fetch("SELECT * FROM applied__g1 WHERE times <> 1") == []
 
 
-async def test_restart_resumes_from_the_checkpoint(tmp_path: Path) -> None:
+async def test_restart_resumes_from_the_checkpoint(backend: Backend) -> None:
     store = InMemoryEventStore(REGISTRY)
     orders = Repository(store, Order)
     await place(orders, "a", 3)
-    sink = SqliteSink(tmp_path / "read.db")
-    async with ProjectionRunner(store, sink, [OrderSummary()]) as runner:
+    sink = backend.sink()
+    async with ProjectionRunner(store, sink, [backend.summary()]) as runner:
         await runner.wait_until(await store.head_position())
     await place(orders, "b", 1)
     order = await orders.load("a")
     order.cancel("no")
     await orders.save(order)
-    sink = SqliteSink(tmp_path / "read.db")
-    async with ProjectionRunner(store, sink, [OrderSummary()]) as runner:
+    sink = backend.sink()
+    async with ProjectionRunner(store, sink, [backend.summary()]) as runner:
         await runner.wait_until(await store.head_position())
         assert [(r[0], r[2], r[3]) for r in await rows(sink)] == [
             ("a", "cancelled", 4),
@@ -83,40 +132,26 @@ async def test_restart_resumes_from_the_checkpoint(tmp_path: Path) -> None:
         assert tuple(applied[0]) == (await store.head_position(), 1)
 
 
-async def test_wait_until_times_out_with_a_clear_error(tmp_path: Path) -> None:
+async def test_wait_until_times_out_with_a_clear_error(backend: Backend) -> None:
     store = InMemoryEventStore(REGISTRY)
-    async with ProjectionRunner(store, SqliteSink(tmp_path / "r.db"), [OrderSummary()]) as runner:
+    async with ProjectionRunner(store, backend.sink(), [backend.summary()]) as runner:
         with pytest.raises(ProjectionTimeout, match=r"order_summary.*position 7") as caught:
             await runner.wait_until(7, timeout=0.1)
         assert caught.value.checkpoint == 0
 
 
-class Poisoned(Projection[Any]):
-    """Fails on every cancellation whose reason is 'poison'."""
-
-    name = "poisoned"
-    tables = ("reasons",)
-
-    async def create(self, tx: Any) -> None:
-        await tx.execute(f"CREATE TABLE IF NOT EXISTS {self.table('reasons')} (reason TEXT)")
-
-    @handles(OrderCancelled)
-    async def _cancelled(self, record: RecordedEvent[OrderCancelled], tx: Any) -> None:
-        await tx.execute(f"INSERT INTO {self.table('reasons')} VALUES (?)", record.event.reason)
-        if record.event.reason == "poison":
-            raise ValueError("cannot digest this")
-
-
 async def test_a_poisoned_event_stops_its_projection_only(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    backend: Backend, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = InMemoryEventStore(REGISTRY)
     for reason in ("ok-1", "poison", "ok-2"):
         await store.append("order-1", [OrderCancelled(reason=reason)])
-    sink = SqliteSink(tmp_path / "read.db")
+    sink = backend.sink()
     options = RunnerOptions(max_attempts=3, backoff=0.001)
     with caplog.at_level(logging.WARNING, logger="evsrc.projections"):
-        async with ProjectionRunner(store, sink, [Poisoned(), OrderSummary()], options) as runner:
+        async with ProjectionRunner(
+            store, sink, [backend.poisoned(), backend.summary()], options
+        ) as runner:
             with pytest.raises(ProjectionFailed) as caught:
                 await runner.wait_until(3, projections=["poisoned"], timeout=5)
             failure = caught.value
@@ -132,17 +167,19 @@ async def test_a_poisoned_event_stops_its_projection_only(
             assert statuses["poisoned"].checkpoint == 1
             assert statuses["order_summary"].state == "running"
     # The event before the poison was applied once; the poison's writes were rolled back.
-    assert [r[0] for r in await sink.fetch("SELECT reason FROM reasons")] == ["ok-1"]
+    assert [r[0] for r in await sink.fetch("SELECT reason FROM reasons ORDER BY reason")] == [
+        "ok-1"
+    ]
     assert caplog.text.count("failed on OrderCancelled at position 2") == 3
 
 
-async def test_parking_keeps_the_projection_going(tmp_path: Path) -> None:
+async def test_parking_keeps_the_projection_going(backend: Backend) -> None:
     store = InMemoryEventStore(REGISTRY)
     for reason in ("ok-1", "poison", "ok-2"):
         await store.append("order-1", [OrderCancelled(reason=reason)])
-    sink = SqliteSink(tmp_path / "read.db")
+    sink = backend.sink()
     options = RunnerOptions(max_attempts=2, backoff=0.001, park_failures=True)
-    async with ProjectionRunner(store, sink, [Poisoned()], options) as runner:
+    async with ProjectionRunner(store, sink, [backend.poisoned()], options) as runner:
         await runner.wait_until(3, timeout=5)
         (parked,) = await sink.parked("poisoned")
         assert (parked.position, parked.event_type, parked.stream_id) == (
@@ -151,16 +188,19 @@ async def test_parking_keeps_the_projection_going(tmp_path: Path) -> None:
             "order-1",
         )
         assert "cannot digest this" in parked.error
-    assert [r[0] for r in await sink.fetch("SELECT reason FROM reasons")] == ["ok-1", "ok-2"]
+    assert [r[0] for r in await sink.fetch("SELECT reason FROM reasons ORDER BY reason")] == [
+        "ok-1",
+        "ok-2",
+    ]
 
 
-async def test_rebuild_in_place_and_blue_green(tmp_path: Path) -> None:
+async def test_rebuild_in_place_and_blue_green(backend: Backend) -> None:
     store = InMemoryEventStore(REGISTRY)
     orders = Repository(store, Order)
     for n in range(20):
         await place(orders, str(n), 2)
-    sink = SqliteSink(tmp_path / "read.db")
-    async with ProjectionRunner(store, sink, [OrderSummary()]) as runner:
+    sink = backend.sink()
+    async with ProjectionRunner(store, sink, [backend.summary()]) as runner:
         await runner.wait_until(await store.head_position())
         before = await rows(sink)
         # Corrupt the read model, as a buggy handler would have, then rebuild in place.
@@ -187,25 +227,23 @@ async def test_rebuild_in_place_and_blue_green(tmp_path: Path) -> None:
         assert len(await rows(sink)) == 21
         (status,) = await runner.status()
         assert status.generation == 2
-        tables = {
-            r[0] for r in await sink.fetch("SELECT name FROM sqlite_master WHERE type='table'")
-        }
+        tables = await backend.tables(sink)
         assert "orders__g2" in tables
         assert "orders__g1" not in tables
     assert await sink.active_generation("order_summary") == 2
     # A restart keeps serving generation 2.
-    sink = SqliteSink(tmp_path / "read.db")
-    async with ProjectionRunner(store, sink, [OrderSummary()]) as runner:
+    sink = backend.sink()
+    async with ProjectionRunner(store, sink, [backend.summary()]) as runner:
         (status,) = await runner.status()
         assert (status.generation, status.checkpoint) == (2, await store.head_position())
 
 
-async def test_batches_are_bounded(tmp_path: Path) -> None:
+async def test_batches_are_bounded(backend: Backend) -> None:
     store = InMemoryEventStore(REGISTRY)
     orders = Repository(store, Order)
     for n in range(30):
         await place(orders, str(n), 3)
-    sink = SqliteSink(tmp_path / "read.db")
+    sink = backend.sink()
     transactions = 0
     original = sink.transaction
 
@@ -216,22 +254,22 @@ async def test_batches_are_bounded(tmp_path: Path) -> None:
 
     sink.transaction = counting  # type: ignore[method-assign]
     async with ProjectionRunner(
-        store, sink, [OrderSummary()], RunnerOptions(batch_size=7)
+        store, sink, [backend.summary()], RunnerOptions(batch_size=7)
     ) as runner:
         await runner.wait_until(await store.head_position())
     assert 120 // 7 <= transactions <= 120 // 7 + 5  # 120 events, at most 7 per transaction
 
 
-async def test_partitions_split_the_streams(tmp_path: Path) -> None:
+async def test_partitions_split_the_streams(backend: Backend) -> None:
     from evsrc import Partition
 
     store = InMemoryEventStore(REGISTRY)
     orders = Repository(store, Order)
     for n in range(40):
         await place(orders, str(n))
-    sink = SqliteSink(tmp_path / "read.db")
+    sink = backend.sink()
     runners = [
-        ProjectionRunner(store, sink, [OrderSummary()], RunnerOptions(partition=Partition(i, 3)))
+        ProjectionRunner(store, sink, [backend.summary()], RunnerOptions(partition=Partition(i, 3)))
         for i in range(3)
     ]
     for runner in runners:
