@@ -6,7 +6,11 @@ import argparse
 import importlib
 import sys
 
-SUITES = {"core": "benchmarks.core", "jetstream": "benchmarks.jetstream"}
+SUITES = {
+    "core": "benchmarks.core",
+    "jetstream": "benchmarks.jetstream",
+    "projections": "benchmarks.projections",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
