@@ -283,3 +283,26 @@ async def test_partitions_split_the_streams(backend: Backend) -> None:
         await runner.aclose()
     with pytest.raises(ValueError, match="index"):
         Partition(3, 3)
+
+
+async def test_on_the_jetstream_store(nats_url: str, backend: Backend) -> None:
+    """The same runner on JetStream: category filter on the server, live wake-ups, rebuild."""
+    from tests.test_contract_jetstream import fresh_store
+
+    async with fresh_store(nats_url, REGISTRY, poll_interval=0.2) as store:
+        orders = Repository(store, Order)
+        for n in range(10):
+            await place(orders, str(n), 1)
+        await store.append("cart-1", [OrderCancelled(reason="not an order stream")])
+        sink = backend.sink()
+        async with ProjectionRunner(store, sink, [backend.summary()]) as runner:
+            await runner.wait_until(await store.head_position() - 1000, timeout=10)
+            position = await place(orders, "live", 2)
+            await runner.wait_until(position, timeout=10)
+            assert len(await rows(sink)) == 11
+            await runner.rebuild("order_summary", blue_green=True)
+            assert len(await rows(sink)) == 11
+            (status,) = await runner.status()
+            assert (status.generation, status.lag_events) == (2, 0)
+        applied = await sink.fetch("SELECT count(*), max(times) FROM applied__g2")
+        assert tuple(applied[0]) == (23, 1)  # 10 orders of 2 events and one of 3
