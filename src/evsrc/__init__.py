@@ -6,6 +6,9 @@ events, serve queries from read models, and coordinate services with sagas.
 
 from ._aggregate import Aggregate as Aggregate
 from ._aggregate import applies as applies
+from ._clock import Clock as Clock
+from ._clock import ManualClock as ManualClock
+from ._clock import SystemClock as SystemClock
 from ._context import current_metadata as current_metadata
 from ._context import metadata_scope as metadata_scope
 from ._events import Event as Event
@@ -28,6 +31,9 @@ from ._exceptions import StoreUnavailable as StoreUnavailable
 from ._exceptions import StreamNotFound as StreamNotFound
 from ._exceptions import UnknownEventType as UnknownEventType
 from ._exceptions import UpcastError as UpcastError
+from ._process import ProcessInstance as ProcessInstance
+from ._process import ProcessManager as ProcessManager
+from ._process import Step as Step
 from ._projection import Partition as Partition
 from ._projection import Projection as Projection
 from ._projection import handles as handles
@@ -37,6 +43,13 @@ from ._repository import Repository as Repository
 from ._runner import ProjectionRunner as ProjectionRunner
 from ._runner import ProjectionStatus as ProjectionStatus
 from ._runner import RunnerOptions as RunnerOptions
+from ._saga import Deadline as Deadline
+from ._saga import Saga as Saga
+from ._saga import SagaContext as SagaContext
+from ._saga import on_deadline as on_deadline
+from ._saga import reacts_to as reacts_to
+from ._saga_runner import SagaOptions as SagaOptions
+from ._saga_runner import SagaRunner as SagaRunner
 from ._sinks import ParkedEvent as ParkedEvent
 from ._sinks import ReadModelSink as ReadModelSink
 from ._snapshots import EveryNEvents as EveryNEvents
@@ -61,7 +74,9 @@ __all__ = [
     "Aggregate",
     "AggregateNotFound",
     "AppendResult",
+    "Clock",
     "ConcurrencyError",
+    "Deadline",
     "DomainError",
     "DuplicateEventId",
     "Event",
@@ -74,11 +89,14 @@ __all__ = [
     "InMemoryEventStore",
     "InMemorySnapshotStore",
     "InvalidStreamId",
+    "ManualClock",
     "Metadata",
     "MissingApplyHandler",
     "NewEvent",
     "ParkedEvent",
     "Partition",
+    "ProcessInstance",
+    "ProcessManager",
     "Projection",
     "ProjectionFailed",
     "ProjectionRunner",
@@ -88,15 +106,21 @@ __all__ = [
     "RecordedEvent",
     "Repository",
     "RunnerOptions",
+    "Saga",
+    "SagaContext",
+    "SagaOptions",
+    "SagaRunner",
     "SerializationError",
     "Snapshot",
     "SnapshotPolicy",
     "SnapshotStore",
+    "Step",
     "StoreConfigurationError",
     "StoreUnavailable",
     "StreamNotFound",
     "StreamState",
     "Subscription",
+    "SystemClock",
     "UnknownEventType",
     "UpcastError",
     "Upcaster",
@@ -106,5 +130,7 @@ __all__ = [
     "current_metadata",
     "handles",
     "metadata_scope",
+    "on_deadline",
+    "reacts_to",
     "validate_stream_id",
 ]

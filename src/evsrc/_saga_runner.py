@@ -1,0 +1,424 @@
+"""The saga runner: deliver events to sagas in order, exactly-once effects, durable deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Self
+
+from ._clock import Clock, SystemClock
+from ._events import Event, NewEvent, RecordedEvent
+from ._exceptions import DomainError, ProjectionTimeout, StreamNotFound
+from ._registry import EventRegistry
+from ._saga import SAGA_NAMESPACE, Deadline, Saga, SagaContext
+from ._sinks import ParkedEvent, ReadModelSink, describe
+from ._store import EventStore
+
+__all__ = ["SagaOptions", "SagaRunner"]
+
+logger = logging.getLogger("evsrc.sagas")
+_STOP = object()
+_CLAIMED, _DONE = "claimed", "done"
+
+
+class DeadlineScheduled(Event):
+    """A saga scheduled a deadline."""
+
+    __event_type__ = "evsrc.DeadlineScheduled"
+    saga: str
+    name: str
+    key: str
+    due_at: datetime
+    correlation_id: str | None = None
+
+
+class DeadlineCancelled(Event):
+    """A pending deadline was cancelled."""
+
+    __event_type__ = "evsrc.DeadlineCancelled"
+    saga: str
+    name: str
+    key: str
+
+
+class DeadlineFired(Event):
+    """A deadline's handler ran to the end."""
+
+    __event_type__ = "evsrc.DeadlineFired"
+    saga: str
+    name: str
+    key: str
+
+
+def register_saga_events(registry: EventRegistry) -> None:
+    """Register the events sagas store about themselves (deadlines)."""
+    for event_type in (DeadlineScheduled, DeadlineCancelled, DeadlineFired):
+        registry.register(event_type)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SagaOptions:
+    """How a saga runner batches and retries.
+
+    Attributes:
+        batch_size: Events claimed per checkpoint round trip.
+        max_attempts: Tries for a handler that raises something other than a domain error.
+        backoff: Seconds before the second try; doubled each time, capped at ``max_backoff``.
+        max_backoff: The longest wait between tries.
+    """
+
+    batch_size: int = 100
+    max_attempts: int = 5
+    backoff: float = 0.05
+    max_backoff: float = 2.0
+
+
+class DeadlineBook:
+    """One saga's pending deadlines, kept as events in the stream ``deadline-<saga>``."""
+
+    def __init__(self, store: EventStore, saga: str, clock: Clock) -> None:
+        self._store = store
+        self._stream_id = f"deadline-{saga}"
+        self._clock = clock
+        self.pending: dict[uuid.UUID, Deadline] = {}
+        self._changed = asyncio.Event()
+
+    async def load(self) -> None:
+        """Rebuild the pending deadlines from their stream."""
+        self.pending.clear()
+        try:
+            async for record in self._store.read_stream(self._stream_id):
+                event = record.event
+                if isinstance(event, DeadlineScheduled):
+                    deadline = Deadline(
+                        event.saga, event.name, event.key, event.due_at, event.correlation_id
+                    )
+                    self.pending[deadline.deadline_id] = deadline
+                elif isinstance(event, (DeadlineCancelled, DeadlineFired)):
+                    self.pending.pop(_deadline_id(event.saga, event.name, event.key), None)
+        except StreamNotFound:
+            pass
+
+    async def schedule(self, deadline: Deadline, event_id: uuid.UUID) -> None:
+        event = DeadlineScheduled(
+            saga=deadline.saga,
+            name=deadline.name,
+            key=deadline.key,
+            due_at=deadline.due_at,
+            correlation_id=deadline.correlation_id,
+        )
+        await self._append(event, event_id)
+        self.pending[deadline.deadline_id] = deadline
+        self._changed.set()
+
+    async def cancel(self, saga: str, name: str, key: str, event_id: uuid.UUID) -> None:
+        if self.pending.pop(_deadline_id(saga, name, key), None) is not None:
+            await self._append(DeadlineCancelled(saga=saga, name=name, key=key), event_id)
+            self._changed.set()
+
+    async def fired(self, deadline: Deadline) -> None:
+        event_id = uuid.uuid5(SAGA_NAMESPACE, f"fired:{deadline.deadline_id}:{deadline.due_at}")
+        event = DeadlineFired(saga=deadline.saga, name=deadline.name, key=deadline.key)
+        await self._append(event, event_id)
+        self.pending.pop(deadline.deadline_id, None)
+
+    async def _append(self, event: Event, event_id: uuid.UUID) -> None:
+        from ._exceptions import DuplicateEventId
+
+        with contextlib.suppress(DuplicateEventId):  # written by an earlier run of this handler
+            await self._store.append(self._stream_id, [NewEvent(event, event_id)])
+
+    async def next_due(self) -> Deadline | None:
+        """Wait until a pending deadline is due and return it (or ``None`` when woken early)."""
+        self._changed.clear()
+        if not self.pending:
+            await self._changed.wait()
+            return None
+        deadline = min(self.pending.values(), key=lambda d: d.due_at)
+        sleeping = asyncio.ensure_future(self._clock.sleep_until(deadline.due_at))
+        changing = asyncio.ensure_future(self._changed.wait())
+        try:
+            await asyncio.wait({sleeping, changing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+            changing.cancel()
+        if self._clock.now() >= deadline.due_at and deadline.deadline_id in self.pending:
+            return deadline
+        return None
+
+
+def _deadline_id(saga: str, name: str, key: str) -> uuid.UUID:
+    return uuid.uuid5(SAGA_NAMESPACE, f"deadline:{saga}:{name}:{key}")
+
+
+class _SagaWorker:
+    def __init__(
+        self,
+        store: EventStore,
+        sink: ReadModelSink[Any],
+        saga: Saga,
+        options: SagaOptions,
+        clock: Clock,
+    ) -> None:
+        self.store = store
+        self.sink = sink
+        self.saga = saga
+        self.options = options
+        self.clock = clock
+        self.deadlines = DeadlineBook(store, saga.name, clock)
+        self.checkpoint = 0
+        self._recover_until = 0
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2 * options.batch_size)
+        self._advanced = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._applying = asyncio.Lock()
+
+    async def start(self) -> None:
+        name = self.saga.name
+        self.checkpoint = await self.sink.load_position(name, _DONE, 0)
+        self._recover_until = await self.sink.load_position(name, _CLAIMED, 0)
+        await self.deadlines.load()
+        self._tasks = [
+            asyncio.create_task(self._read(), name=f"evsrc-saga-read-{name}"),
+            asyncio.create_task(self._apply_batches(), name=f"evsrc-saga-apply-{name}"),
+            asyncio.create_task(self._fire_deadlines(), name=f"evsrc-saga-deadlines-{name}"),
+        ]
+
+    async def stop(self) -> None:
+        reader, _, timer = self._tasks
+        for task in (reader, timer):
+            task.cancel()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(_STOP)
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _read(self) -> None:
+        subscription = self.store.subscribe(
+            from_position=self.checkpoint + 1, categories=self.saga.categories
+        )
+        try:
+            async for record in subscription:
+                await self._queue.put(record)
+        finally:
+            await subscription.aclose()
+
+    async def _apply_batches(self) -> None:
+        name = self.saga.name
+        while True:
+            first = await self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            while len(batch) < self.options.batch_size and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is _STOP:
+                    self._queue.put_nowait(_STOP)
+                    break
+                batch.append(item)
+            async with self._applying:
+                last = batch[-1].position
+                if last > self._recover_until:
+                    # Claim the batch first: after a crash, what lies between the last "done"
+                    # and the last "claimed" is handled again, in recovery mode.
+                    async with self.sink.transaction() as tx:
+                        await self.sink.save_position(tx, name, _CLAIMED, 0, last)
+                for record in batch:
+                    await self._handle(record)
+                async with self.sink.transaction() as tx:
+                    await self.sink.save_position(tx, name, _DONE, 0, last)
+            self.checkpoint = last
+            self._wake()
+
+    async def _handle(self, record: RecordedEvent[Event]) -> None:
+        handler = self.saga.reaction_to(type(record.event))
+        if handler is None:
+            return
+        recovering = record.position <= self._recover_until
+
+        async def run(ctx: SagaContext) -> None:
+            await handler(self.saga, record, ctx)
+
+        await self._with_retries(
+            run, record.event_id, record.correlation_id, recovering, record=record
+        )
+
+    async def _with_retries(
+        self,
+        run: Any,
+        cause_id: uuid.UUID,
+        correlation_id: str | None,
+        recovering: bool,
+        *,
+        record: RecordedEvent[Event] | None = None,
+        label: str = "",
+    ) -> bool:
+        options = self.options
+        what = f"{record.event_type} at position {record.position}" if record else label
+        error: Exception | None = None
+        for attempt in range(options.max_attempts):
+            if attempt:
+                await asyncio.sleep(min(options.backoff * 2 ** (attempt - 1), options.max_backoff))
+            ctx = SagaContext(
+                self.saga.name,
+                cause_id,
+                correlation_id,
+                recovering=recovering or attempt > 0,
+                clock=self.clock,
+                deadlines=self.deadlines,
+            )
+            try:
+                await run(ctx)
+                return True
+            except DomainError as caught:
+                error = caught  # the same command would be refused again: no retry
+                break
+            except Exception as caught:
+                error = caught
+                logger.warning(
+                    "saga %s failed on %s (try %d of %d): %s",
+                    self.saga.name,
+                    what,
+                    attempt + 1,
+                    options.max_attempts,
+                    describe(caught),
+                )
+        assert error is not None
+        logger.error("saga %s parked %s: %s", self.saga.name, what, describe(error))
+        if record is not None:
+            async with self.sink.transaction() as tx:
+                await self.sink.park(tx, self.saga.name, "saga", record, describe(error))
+        return False
+
+    async def _fire_deadlines(self) -> None:
+        while True:
+            deadline = await self.deadlines.next_due()
+            if deadline is None:
+                continue
+            handler = self.saga._deadline_handlers.get(deadline.name)
+            async with self._applying:
+                if handler is not None:
+
+                    async def run(
+                        ctx: SagaContext, deadline: Deadline = deadline, handler: Any = handler
+                    ) -> None:
+                        await handler(self.saga, deadline, ctx)
+
+                    cause = uuid.uuid5(SAGA_NAMESPACE, f"fire:{deadline.deadline_id}")
+                    # A deadline may have fired before a crash without being marked: recover.
+                    done = await self._with_retries(
+                        run,
+                        cause,
+                        deadline.correlation_id,
+                        True,
+                        label=f"deadline {deadline.name} for {deadline.key}",
+                    )
+                    if not done:
+                        logger.error("deadline %s for %s parked", deadline.name, deadline.key)
+                await self.deadlines.fired(deadline)
+
+    def _wake(self) -> None:
+        advanced, self._advanced = self._advanced, asyncio.Event()
+        advanced.set()
+
+    async def wait_until(self, position: int, deadline: float) -> None:
+        while self.checkpoint < position:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ProjectionTimeout(self.saga.name, position, self.checkpoint)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._advanced.wait(), remaining)
+
+
+class SagaRunner:
+    """Runs sagas (and process managers) against one store, with checkpoints in a sink.
+
+    Each saga reads its categories from its checkpoint on, in order, one event at a time.
+    Effects are exactly once: every command's events get deterministic ids, and events between
+    the last finished and the last claimed checkpoint (those a crash may have interrupted)
+    are handled again in recovery mode, which skips commands already applied.
+
+    Args:
+        store: The event store (its registry gains evsrc's deadline events).
+        checkpoints: Where checkpoints and parked events live (a read-model sink; an
+            in-memory SQLite ``SqliteSink(":memory:")`` for tests).
+        sagas: The sagas to run (distinct names).
+        clock: Time for deadlines (default: the system clock; :class:`evsrc.ManualClock` in
+            tests).
+        options: Batching and retries.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        checkpoints: ReadModelSink[Any],
+        sagas: Sequence[Saga],
+        *,
+        clock: Clock | None = None,
+        options: SagaOptions | None = None,
+    ) -> None:
+        names = [saga.name for saga in sagas]
+        if len(set(names)) != len(names):
+            raise ValueError(f"saga names must be distinct: {names}")
+        register_saga_events(store.registry)
+        self._store = store
+        self._sink = checkpoints
+        self._clock = clock or SystemClock()
+        self._workers = {
+            saga.name: _SagaWorker(store, checkpoints, saga, options or SagaOptions(), self._clock)
+            for saga in sagas
+        }
+
+    async def start(self) -> None:
+        """Start every saga from its checkpoint, and its deadline timer."""
+        await self._sink.start()
+        for worker in self._workers.values():
+            await worker.start()
+
+    async def aclose(self) -> None:
+        """Stop every saga; each finishes the batch it is handling."""
+        for worker in self._workers.values():
+            await worker.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def wait_until(
+        self,
+        position: int,
+        *,
+        sagas: Sequence[str] | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109 (the timeout names the saga in its error)
+    ) -> None:
+        """Wait until the sagas have handled everything up to ``position``.
+
+        Raises:
+            ProjectionTimeout: Naming the saga and how far it got.
+        """
+        deadline = time.monotonic() + timeout
+        for name in sagas if sagas is not None else list(self._workers):
+            await self._workers[name].wait_until(position, deadline)
+
+    def pending_deadlines(self, saga: str) -> list[Deadline]:
+        """The deadlines a saga has scheduled that have neither fired nor been cancelled."""
+        return sorted(self._workers[saga].deadlines.pending.values(), key=lambda d: d.due_at)
+
+    async def parked(self, saga: str) -> list[ParkedEvent]:
+        """The events a saga gave up on, with why: they need a person's attention."""
+        return await self._sink.parked(saga)
+
+    def checkpoint(self, saga: str) -> int:
+        """The last position a saga finished handling."""
+        return self._workers[saga].checkpoint
