@@ -279,6 +279,10 @@ class ProcessManager(Saga):
                 instance.id,
                 functools.partial(ProcessInstance.compensate, step=action),
             )
+        await self.on_compensated(record, ctx.scope("on_compensated"))
         await ctx.scope("compensated").execute(
             self.instances, instance.id, lambda i: i.finish("compensated")
         )
+
+    async def on_compensated(self, record: RecordedEvent[Event], ctx: SagaContext) -> None:
+        """Called once every completed step is undone (cancel the order, notify ...)."""

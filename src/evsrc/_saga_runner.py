@@ -19,6 +19,7 @@ from ._registry import EventRegistry
 from ._saga import SAGA_NAMESPACE, Deadline, Saga, SagaContext
 from ._sinks import ParkedEvent, ReadModelSink, describe
 from ._store import EventStore
+from ._stream_ids import category_of
 
 __all__ = ["SagaOptions", "SagaRunner"]
 
@@ -202,9 +203,9 @@ class _SagaWorker:
                 await task
 
     async def _read(self) -> None:
-        subscription = self.store.subscribe(
-            from_position=self.checkpoint + 1, categories=self.saga.categories
-        )
+        # Every event, filtered here: the checkpoint then moves past events of other
+        # categories too, so waiting for any position works (sagas handle few events each).
+        subscription = self.store.subscribe(from_position=self.checkpoint + 1)
         try:
             async for record in subscription:
                 await self._queue.put(record)
@@ -239,6 +240,9 @@ class _SagaWorker:
             self._wake()
 
     async def _handle(self, record: RecordedEvent[Event]) -> None:
+        categories = self.saga.categories
+        if categories is not None and category_of(record.stream_id) not in categories:
+            return
         handler = self.saga.reaction_to(type(record.event))
         if handler is None:
             return

@@ -1,0 +1,265 @@
+"""Sagas and process managers on the in-memory store: success, compensation, timeouts,
+redelivery without double effects, parking."""
+
+from __future__ import annotations
+
+import collections
+from decimal import Decimal
+
+import pytest
+
+from evsrc import (
+    EventStore,
+    InMemoryEventStore,
+    ManualClock,
+    RecordedEvent,
+    Saga,
+    SagaContext,
+    SagaOptions,
+    SagaRunner,
+    reacts_to,
+)
+from evsrc.sinks.sqlite import SqliteSink
+from tests.shop import (
+    SHOP_REGISTRY,
+    Fulfillment,
+    Inventory,
+    Order,
+    OrderPlaced,
+    OrderProcess,
+    Shop,
+    Wallet,
+)
+
+
+async def open_shop(store: EventStore) -> Shop:
+    shop = Shop(store)
+    await shop.inventory.save(Inventory.stock("mug", 10))
+    await shop.wallets.save(Wallet.open("rich", Decimal("100")))
+    await shop.wallets.save(Wallet.open("poor", Decimal("1")))
+    return shop
+
+
+async def place(
+    shop: Shop, order_id: str, user: str, quantity: int = 2, pay_later: bool = False
+) -> None:
+    amount = Decimal("7.50") * quantity
+    await shop.orders.save(Order.place(order_id, user, "mug", quantity, amount, pay_later))
+
+
+async def settle(runner: SagaRunner, store: EventStore) -> None:
+    """Wait until the sagas have handled everything, including what they caused."""
+    while True:
+        head = await store.head_position()
+        await runner.wait_until(head, timeout=10)
+        if await store.head_position() == head:
+            return
+
+
+async def event_counts(store: EventStore) -> collections.Counter[tuple[str, str]]:
+    return collections.Counter([(r.stream_id, r.event_type) async for r in store.read_all()])
+
+
+async def check_invariants(shop: Shop, initial_stock: int, deposits: Decimal) -> None:
+    """Stock and money are conserved; every order ended completed or cancelled, with its
+    compensations done."""
+    inventory = await shop.inventory.load("mug")
+    assert inventory.available + sum(inventory.reservations.values()) == initial_stock
+    assert inventory.available >= 0
+    balances = Decimal(0)
+    charges: dict[str, Decimal] = {}
+    for user in ("rich", "poor"):
+        wallet = await shop.wallets.load(user)
+        assert wallet.balance >= 0
+        balances += wallet.balance
+        charges.update(wallet.charges)
+    assert balances + sum(charges.values()) == deposits
+    async for record in shop.store.read_all(categories=["order"], event_types=[OrderPlaced]):
+        order = await shop.orders.load(record.event.order_id)  # type: ignore[attr-defined]
+        assert order.status in ("completed", "cancelled"), f"{order.id} is {order.status}"
+        if order.status == "completed":
+            assert order.id in inventory.reservations
+            assert order.id in charges
+        else:
+            assert order.id not in inventory.reservations
+            assert order.id not in charges
+    counts = await event_counts(shop.store)
+    assert all(n == 1 for (stream, kind), n in counts.items() if stream.startswith("order-")), (
+        "an order event was recorded twice"
+    )
+
+
+@pytest.fixture
+async def store() -> InMemoryEventStore:
+    return InMemoryEventStore(SHOP_REGISTRY)
+
+
+async def test_choreography_success_path(store: InMemoryEventStore) -> None:
+    shop = await open_shop(store)
+    async with SagaRunner(store, SqliteSink(":memory:"), [Fulfillment(shop)]) as runner:
+        await place(shop, "1", "rich")
+        await settle(runner, store)
+        assert runner.pending_deadlines("fulfillment") == []
+    assert (await shop.orders.load("1")).status == "completed"
+    assert (await shop.inventory.load("mug")).available == 8
+    assert (await shop.wallets.load("rich")).balance == Decimal("85.00")
+    # Who and why: every event the saga caused says so, and shares the order's correlation.
+    history = [r async for r in store.read_all()]
+    placed = next(r for r in history if r.event_type == "OrderPlaced")
+    caused = [
+        r
+        for r in history
+        if r.actor == "system:fulfillment" and r.stream_id != "deadline-fulfillment"
+    ]
+    assert [r.event_type for r in caused] == ["StockReserved", "PaymentCharged", "OrderCompleted"]
+    assert {r.correlation_id for r in caused} == {placed.correlation_id}
+    assert caused[0].causation_id == str(placed.event_id)
+    assert caused[1].causation_id == str(caused[0].event_id)
+    await check_invariants(shop, 10, Decimal("101"))
+
+
+async def test_choreography_compensates_refusals(store: InMemoryEventStore) -> None:
+    shop = await open_shop(store)
+    async with SagaRunner(store, SqliteSink(":memory:"), [Fulfillment(shop)]) as runner:
+        await place(shop, "too-many", "rich", quantity=50)  # insufficient stock
+        await place(shop, "too-poor", "poor", quantity=1)  # insufficient funds
+        await settle(runner, store)
+    too_many, too_poor = await shop.orders.load("too-many"), await shop.orders.load("too-poor")
+    assert (too_many.status, too_poor.status) == ("cancelled", "cancelled")
+    assert (await shop.inventory.load("mug")).available == 10  # reserved, then released
+    counts = await event_counts(store)
+    assert counts[("inventory-mug", "StockReserved")] == 1
+    assert counts[("inventory-mug", "StockReleased")] == 1
+    await check_invariants(shop, 10, Decimal("101"))
+
+
+async def test_unpaid_order_times_out_after_a_restart(store: InMemoryEventStore) -> None:
+    shop = await open_shop(store)
+    clock = ManualClock()
+    checkpoints = SqliteSink(":memory:")
+    async with SagaRunner(store, checkpoints, [Fulfillment(shop)], clock=clock) as runner:
+        await place(shop, "1", "rich", pay_later=True)
+        await settle(runner, store)
+        (deadline,) = runner.pending_deadlines("fulfillment")
+        assert (deadline.name, deadline.key) == ("payment_timeout", "1")
+    # A new runner (a restart) finds the deadline in the store.
+    async with SagaRunner(store, checkpoints, [Fulfillment(shop)], clock=clock) as runner:
+        await clock.advance(minutes=14)
+        assert (await shop.orders.load("1")).status == "placed"
+        await clock.advance(minutes=2)
+        await settle(runner, store)
+        assert runner.pending_deadlines("fulfillment") == []
+        await clock.advance(hours=1)
+        await settle(runner, store)
+    assert (await shop.orders.load("1")).status == "cancelled"
+    assert (await shop.inventory.load("mug")).available == 10
+    counts = await event_counts(store)
+    assert counts[("deadline-fulfillment", "evsrc.DeadlineFired")] == 1
+    assert counts[("order-1", "OrderCancelled")] == 1
+
+
+async def test_timeout_does_not_fire_once_paid(store: InMemoryEventStore) -> None:
+    shop = await open_shop(store)
+    clock = ManualClock()
+    async with SagaRunner(
+        store, SqliteSink(":memory:"), [Fulfillment(shop)], clock=clock
+    ) as runner:
+        await place(shop, "1", "rich", pay_later=True)
+        await settle(runner, store)
+        wallet = await shop.wallets.load("rich")
+        wallet.charge("1", Decimal("15.00"))  # the customer pays by other means
+        await shop.wallets.save(wallet)
+        await settle(runner, store)
+        assert runner.pending_deadlines("fulfillment") == []
+        await clock.advance(hours=1)
+        await settle(runner, store)
+    assert (await shop.orders.load("1")).status == "completed"
+    await check_invariants(shop, 10, Decimal("101"))
+
+
+async def test_redelivered_events_issue_no_command_twice(store: InMemoryEventStore) -> None:
+    shop = await open_shop(store)
+    checkpoints = SqliteSink(":memory:")
+    async with SagaRunner(store, checkpoints, [Fulfillment(shop)]) as runner:
+        for n in range(5):
+            await place(shop, str(n), "rich" if n % 2 else "poor")
+        await settle(runner, store)
+    before = await event_counts(store)
+    # As if the runner had crashed after the effects but before recording it was done.
+    async with checkpoints.transaction() as tx:
+        await checkpoints.save_position(tx, "fulfillment", "done", 0, 0)
+    async with SagaRunner(store, checkpoints, [Fulfillment(shop)]) as runner:
+        await settle(runner, store)
+    assert await event_counts(store) == before
+    await check_invariants(shop, 10, Decimal("101"))
+
+
+async def test_orchestrated_process_success_and_compensation(store: InMemoryEventStore) -> None:
+    shop = await open_shop(store)
+    process = OrderProcess(shop)
+    async with SagaRunner(store, SqliteSink(":memory:"), [process]) as runner:
+        await place(shop, "ok", "rich")
+        await place(shop, "broke", "poor")
+        await place(shop, "greedy", "rich", quantity=99)
+        await settle(runner, store)
+    ok, broke, greedy = [await process.instance(key) for key in ("ok", "broke", "greedy")]
+    assert (ok.status, ok.completed) == ("completed", ["reserve", "charge", "complete"])
+    assert (broke.status, broke.completed, broke.compensated) == (
+        "compensated",
+        ["reserve"],
+        ["reserve"],
+    )
+    assert broke.reason is not None
+    assert "charge" in broke.reason
+    assert (greedy.status, greedy.completed) == ("compensated", [])
+    statuses = [(await shop.orders.load(k)).status for k in ("ok", "broke", "greedy")]
+    assert statuses == ["completed", "cancelled", "cancelled"]
+    await check_invariants(shop, 10, Decimal("101"))
+
+
+async def test_orchestration_resumes_half_way_without_repeating_steps(
+    store: InMemoryEventStore,
+) -> None:
+    shop = await open_shop(store)
+    process = OrderProcess(shop)
+    checkpoints = SqliteSink(":memory:")
+    async with SagaRunner(store, checkpoints, [process]) as runner:
+        await place(shop, "1", "rich")
+        await settle(runner, store)
+    before = await event_counts(store)
+    async with checkpoints.transaction() as tx:  # pretend the run died before "done"
+        await checkpoints.save_position(tx, "orderprocess", "done", 0, 0)
+    async with SagaRunner(store, checkpoints, [process]) as runner:
+        await settle(runner, store)
+    assert await event_counts(store) == before
+
+
+class Flaky(Saga):
+    """Fails on every order: the saga must park it, visibly, and go on."""
+
+    name = "flaky"
+    categories = ("order",)
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @reacts_to(OrderPlaced)
+    async def explode(self, record: RecordedEvent[OrderPlaced], ctx: SagaContext) -> None:
+        self.calls += 1
+        if record.event.order_id == "bad":
+            raise ConnectionError("payment service unreachable")
+
+
+async def test_a_saga_that_keeps_failing_is_parked_not_dropped(store: InMemoryEventStore) -> None:
+    shop = await open_shop(store)
+    flaky = Flaky()
+    options = SagaOptions(max_attempts=3, backoff=0.001)
+    async with SagaRunner(store, SqliteSink(":memory:"), [flaky], options=options) as runner:
+        await place(shop, "bad", "rich")
+        await place(shop, "good", "rich")
+        await settle(runner, store)
+        (parked,) = await runner.parked("flaky")
+    assert parked.event_type == "OrderPlaced"
+    assert parked.stream_id == "order-bad"
+    assert "payment service unreachable" in parked.error
+    assert flaky.calls == 3 + 1
