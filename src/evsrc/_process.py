@@ -16,7 +16,13 @@ from typing import Any, ClassVar, Literal
 from ._aggregate import Aggregate, applies
 from ._events import Event, RecordedEvent
 from ._exceptions import AggregateNotFound, DomainError
-from ._registry import EventRegistry
+from ._internal_events import (
+    ProcessFinished,
+    ProcessStarted,
+    StepCompensated,
+    StepCompleted,
+    StepRefused,
+)
 from ._repository import Repository
 from ._saga import Saga, SagaContext, reacts_to
 from ._store import EventStore
@@ -36,57 +42,6 @@ class Step:
 
     action: str
     compensation: str | None = None
-
-
-class ProcessStarted(Event):
-    """An instance started."""
-
-    __event_type__ = "evsrc.ProcessStarted"
-    process: str
-    key: str
-    started_by: str
-
-
-class StepCompleted(Event):
-    """A step's action succeeded."""
-
-    __event_type__ = "evsrc.StepCompleted"
-    step: str
-
-
-class StepRefused(Event):
-    """A step's action was refused by the domain; compensation follows."""
-
-    __event_type__ = "evsrc.StepRefused"
-    step: str
-    reason: str
-
-
-class StepCompensated(Event):
-    """A completed step was undone."""
-
-    __event_type__ = "evsrc.StepCompensated"
-    step: str
-
-
-class ProcessFinished(Event):
-    """An instance reached a terminal state."""
-
-    __event_type__ = "evsrc.ProcessFinished"
-    outcome: Literal["completed", "compensated", "needs_attention"]
-    reason: str | None = None
-
-
-def register_process_events(registry: EventRegistry) -> None:
-    """Register the events process instances are made of."""
-    for event_type in (
-        ProcessStarted,
-        StepCompleted,
-        StepRefused,
-        StepCompensated,
-        ProcessFinished,
-    ):
-        registry.register(event_type)
 
 
 class ProcessInstance(Aggregate):
@@ -197,7 +152,6 @@ class ProcessManager(Saga):
                     raise TypeError(f"{cls.__name__} has no method {method!r} for its steps")
 
     def __init__(self, store: EventStore) -> None:
-        register_process_events(store.registry)
         self.instances = Repository(store, ProcessInstance)
 
     def key_for(self, record: RecordedEvent[Event]) -> str:

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from ._events import Event
 from ._exceptions import EventRegistrationError, SerializationError, UnknownEventType, UpcastError
+from ._internal_events import INTERNAL_EVENTS
 
 __all__ = ["EventRegistry", "Upcaster"]
 
@@ -39,6 +40,9 @@ class EventRegistry:
     :meth:`decode` applies the upcasters from that version to the class's current
     ``__event_version__`` one step at a time, then validates the result with the class.
 
+    Every registry also knows evsrc's own events (``evsrc.*``: saga deadlines, process
+    instances), so any process can read a store sagas have written to.
+
     Args:
         event_types: Event classes to register now; more can be added with :meth:`register`.
     """
@@ -47,7 +51,7 @@ class EventRegistry:
         self._by_name: dict[str, type[Event]] = {}
         self._names: dict[type[Event], str] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
-        for event_type in event_types:
+        for event_type in (*INTERNAL_EVENTS, *event_types):
             self.register(event_type)
 
     @overload

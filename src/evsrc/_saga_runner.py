@@ -9,13 +9,12 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any, Self
 
 from ._clock import Clock, SystemClock
 from ._events import Event, NewEvent, RecordedEvent
 from ._exceptions import DomainError, ProjectionTimeout, StreamNotFound
-from ._registry import EventRegistry
+from ._internal_events import DeadlineCancelled, DeadlineFired, DeadlineScheduled
 from ._saga import SAGA_NAMESPACE, Deadline, Saga, SagaContext
 from ._sinks import ParkedEvent, ReadModelSink, describe
 from ._store import EventStore
@@ -26,41 +25,6 @@ __all__ = ["SagaOptions", "SagaRunner"]
 logger = logging.getLogger("evsrc.sagas")
 _STOP = object()
 _CLAIMED, _DONE = "claimed", "done"
-
-
-class DeadlineScheduled(Event):
-    """A saga scheduled a deadline."""
-
-    __event_type__ = "evsrc.DeadlineScheduled"
-    saga: str
-    name: str
-    key: str
-    due_at: datetime
-    correlation_id: str | None = None
-
-
-class DeadlineCancelled(Event):
-    """A pending deadline was cancelled."""
-
-    __event_type__ = "evsrc.DeadlineCancelled"
-    saga: str
-    name: str
-    key: str
-
-
-class DeadlineFired(Event):
-    """A deadline's handler ran to the end."""
-
-    __event_type__ = "evsrc.DeadlineFired"
-    saga: str
-    name: str
-    key: str
-
-
-def register_saga_events(registry: EventRegistry) -> None:
-    """Register the events sagas store about themselves (deadlines)."""
-    for event_type in (DeadlineScheduled, DeadlineCancelled, DeadlineFired):
-        registry.register(event_type)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -372,7 +336,6 @@ class SagaRunner:
         names = [saga.name for saga in sagas]
         if len(set(names)) != len(names):
             raise ValueError(f"saga names must be distinct: {names}")
-        register_saga_events(store.registry)
         self._store = store
         self._sink = checkpoints
         self._clock = clock or SystemClock()
