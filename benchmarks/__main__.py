@@ -10,6 +10,7 @@ SUITES = {
     "core": "benchmarks.core",
     "jetstream": "benchmarks.jetstream",
     "projections": "benchmarks.projections",
+    "sagas": "benchmarks.sagas",
 }
 
 

@@ -263,3 +263,16 @@ async def test_a_saga_that_keeps_failing_is_parked_not_dropped(store: InMemoryEv
     assert parked.stream_id == "order-bad"
     assert "payment service unreachable" in parked.error
     assert flaky.calls == 3 + 1
+
+
+async def test_a_new_saga_can_start_at_the_end_of_history(store: InMemoryEventStore) -> None:
+    shop = await open_shop(store)
+    await place(shop, "old", "rich")  # before the saga was deployed
+    options = SagaOptions(start="end")
+    async with SagaRunner(
+        store, SqliteSink(":memory:"), [Fulfillment(shop)], options=options
+    ) as runner:
+        await place(shop, "new", "rich")
+        await settle(runner, store)
+    assert (await shop.orders.load("old")).status == "placed"  # history left alone
+    assert (await shop.orders.load("new")).status == "completed"

@@ -9,7 +9,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from ._clock import Clock, SystemClock
 from ._events import Event, NewEvent, RecordedEvent
@@ -36,12 +36,16 @@ class SagaOptions:
         max_attempts: Tries for a handler that raises something other than a domain error.
         backoff: Seconds before the second try; doubled each time, capped at ``max_backoff``.
         max_backoff: The longest wait between tries.
+        start: Where a saga that has never run starts: ``"beginning"`` handles every stored
+            event; ``"end"`` only those appended after it first starts (a saga deployed on a
+            store with years of history should not act on all of it again).
     """
 
     batch_size: int = 100
     max_attempts: int = 5
     backoff: float = 0.05
     max_backoff: float = 2.0
+    start: Literal["beginning", "end"] = "beginning"
 
 
 class DeadlineBook:
@@ -148,6 +152,10 @@ class _SagaWorker:
         name = self.saga.name
         self.checkpoint = await self.sink.load_position(name, _DONE, 0)
         self._recover_until = await self.sink.load_position(name, _CLAIMED, 0)
+        if self.checkpoint == 0 and self._recover_until == 0 and self.options.start == "end":
+            self.checkpoint = await self.store.head_position()
+            async with self.sink.transaction() as tx:
+                await self.sink.save_position(tx, name, _DONE, 0, self.checkpoint)
         await self.deadlines.load()
         self._tasks = [
             asyncio.create_task(self._read(), name=f"evsrc-saga-read-{name}"),

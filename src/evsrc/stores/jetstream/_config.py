@@ -33,6 +33,9 @@ class JetStreamConfig:
             a wake-up (a safety net; appends wake it at once).
         max_append_attempts: Tries for an append that expects ``ANY`` or ``STREAM_EXISTS``
             when others keep appending to the same stream in between.
+        stored_prefix: Where the server republishes the headers of every stored message
+            (default ``_evsrc_stored.<stream>``): subscriptions wake on these, which are sent only
+            once a message is stored. Must not overlap ``subject_prefix``.
     """
 
     stream: str = "EVSRC_EVENTS"
@@ -47,6 +50,7 @@ class JetStreamConfig:
     read_batch: int = 256
     poll_interval: float = 1.0
     max_append_attempts: int = 50
+    stored_prefix: str | None = None
 
     def __post_init__(self) -> None:
         if not _TOKEN.fullmatch(self.stream):
@@ -65,6 +69,22 @@ class JetStreamConfig:
                 raise ValueError(f"{name} must be positive")
         if self.read_batch < 1 or self.max_append_attempts < 1:
             raise ValueError("read_batch and max_append_attempts must be at least 1")
+        stored = self.wake_prefix
+        if not all(_TOKEN.fullmatch(token) for token in stored.split(".")):
+            raise ValueError(f"stored_prefix {stored!r} must be dot-separated {_TOKEN.pattern}")
+        if f"{stored}.".startswith(
+            f"{self.subject_prefix}."
+        ) or f"{self.subject_prefix}.".startswith(f"{stored}."):
+            raise ValueError(f"stored_prefix {stored!r} overlaps subject_prefix")
+
+    @property
+    def wake_prefix(self) -> str:
+        """The prefix the server republishes stored messages' headers under."""
+        return self.stored_prefix or f"_evsrc_stored.{self.stream}"
+
+    def wake_subject(self, filter_subject: str) -> str:
+        """The republished twin of a subject filter."""
+        return self.wake_prefix + filter_subject[len(self.subject_prefix) :]
 
     def subject(self, category: str, stream_id: str) -> str:
         """Return the subject of one event stream."""

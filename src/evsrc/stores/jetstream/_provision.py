@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from nats.aio.client import Client
-from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, RePublish, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from ..._exceptions import StoreConfigurationError, StoreUnavailable
@@ -31,6 +31,10 @@ def stream_config(config: JetStreamConfig) -> StreamConfig:
         allow_direct=True,
         deny_delete=config.deny_delete,
         deny_purge=config.deny_purge,
+        # Headers of each stored message, republished once stored: subscriptions wake on them.
+        republish=RePublish(
+            src=f"{config.subject_prefix}.>", dest=f"{config.wake_prefix}.>", headers_only=True
+        ),
     )
 
 
@@ -75,6 +79,9 @@ def _check(actual: StreamConfig, wanted: StreamConfig) -> None:
     differs("storage", actual.storage, wanted.storage)
     differs("num_replicas", actual.num_replicas, wanted.num_replicas)
     differs("discard", actual.discard, DiscardPolicy.NEW)
+    have = actual.republish.dest if actual.republish else None
+    want = wanted.republish.dest if wanted.republish else None
+    differs("republish destination", have, want)
     if problems:
         raise StoreConfigurationError(
             f"stream {wanted.name!r} exists with other settings: " + "; ".join(problems)

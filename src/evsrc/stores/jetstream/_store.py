@@ -442,9 +442,9 @@ class JetStreamEventStore:
     ) -> JetStreamSubscription:
         """Catch up from ``from_position``, then follow live appends.
 
-        Reads by sequence with direct gets, so it can neither skip nor repeat an event; a core
-        NATS subscription on the same subjects only wakes it, and it also looks every
-        ``poll_interval`` seconds, so a lost wake-up only delays it. It survives server
+        Reads by sequence with direct gets, so it can neither skip nor repeat an event; the
+        headers the server republishes once a message is stored wake it, and it also looks
+        every ``poll_interval`` seconds, so a lost wake-up only delays it. It survives server
         restarts and reconnects, resuming after the last event it yielded.
         """
         self._check_started()

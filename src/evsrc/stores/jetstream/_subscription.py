@@ -1,4 +1,4 @@
-"""Subscriptions on the JetStream store: read by sequence, woken by core NATS."""
+"""Subscriptions on the JetStream store: read by sequence, woken by republished headers."""
 
 from __future__ import annotations
 
@@ -24,8 +24,10 @@ class JetStreamSubscription:
 
     Events are read with batched direct gets from the next unread sequence, so contiguity
     does not depend on any consumer's bookkeeping (nats-py's ordered consumer can skip
-    messages when the client falls behind). A core NATS subscription on the same subjects only
-    says "something was appended"; a wake-up that is lost costs at most ``poll_interval``.
+    messages when the client falls behind). What wakes it is the stream republishing each
+    stored message's headers (``stored_prefix``), sent only once the message is stored, so a
+    wake-up never arrives before the event can be read; a lost one costs at most
+    ``poll_interval``.
     While the server is unreachable the subscription waits and retries, then resumes after the
     last event it yielded.
     """
@@ -63,7 +65,9 @@ class JetStreamSubscription:
                 raise StopAsyncIteration
             if self._waker is None:
                 # Subscribe before reading, so an append during the read still wakes us.
-                self._waker = await self._store.nc.subscribe(self._filter, cb=self._on_append)
+                self._waker = await self._store.nc.subscribe(
+                    config.wake_subject(self._filter), cb=self._on_append
+                )
             self._wake.clear()
             try:
                 messages, pending = await self._store.direct.one_batch(
