@@ -222,10 +222,14 @@ class SagaContext:
             return await repository.load(aggregate_id)
         for _ in range(_CONFLICT_RETRIES):
             aggregate = await repository.load(aggregate_id)
+            expected = aggregate.version
             command(aggregate)
             if await self._save(repository, aggregate, ids):
                 return aggregate
-        raise ConcurrencyError(stream_id, aggregate.version, -1)
+        # Others kept saving first: a transient failure the runner retries with backoff.
+        raise ConcurrencyError(
+            stream_id, expected, await repository.store.stream_version(stream_id)
+        )
 
     async def create(self, repository: Repository[A], factory: Callable[[], A]) -> A:
         """Create an aggregate with ``factory`` and save it, exactly once.
