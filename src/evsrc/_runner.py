@@ -250,10 +250,10 @@ class _Worker:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self.running:
                 raise ProjectionTimeout(self.name, position, self.checkpoint)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._advanced.wait(), None if remaining == float("inf") else remaining
-                )
+                async with asyncio.timeout(None if remaining == float("inf") else remaining):
+                    await self._advanced.wait()
 
     async def status(self) -> ProjectionStatus:
         head = await self.store.head_position()

@@ -311,7 +311,8 @@ class _SagaWorker:
             if remaining <= 0:
                 raise ProjectionTimeout(self.saga.name, position, self.checkpoint)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._advanced.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._advanced.wait()
 
 
 class SagaRunner:

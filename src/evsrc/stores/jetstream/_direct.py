@@ -135,7 +135,9 @@ class DirectGet:
             )
             while True:
                 try:
-                    msg = await asyncio.wait_for(queue.get(), self._timeout)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel.
+                    async with asyncio.timeout(self._timeout):
+                        msg = await queue.get()
                 except TimeoutError as error:
                     raise StoreUnavailable(
                         f"batched direct get on {self._api!r} from {start} timed out"

@@ -91,7 +91,10 @@ class JetStreamSubscription:
     async def _sleep(self, seconds: float) -> None:
         """Wait for a wake-up, the poll interval, or closing, whichever comes first."""
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation,
+            # and this loop would then never end.
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     async def _on_append(self, msg: Msg) -> None:
         self._wake.set()
