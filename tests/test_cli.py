@@ -132,6 +132,8 @@ def test_history_errors_have_exit_codes(story: Store, capsys: pytest.CaptureFixt
     assert "cannot connect" in capsys.readouterr().err
     assert main(["--url", story.url, "--stream", "NOPE", "info"]) == 3
     assert "NOPE" in capsys.readouterr().err
+    assert main([*story.args, "--creds", "/nonexistent.creds", "info"]) == 4
+    assert "cannot connect" in capsys.readouterr().err
 
 
 def test_tail_from_a_position_and_by_category(
