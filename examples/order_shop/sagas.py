@@ -1,0 +1,122 @@
+"""Order fulfilment, choreographed: each event leads to the next command, refusals compensate.
+
+OrderPlaced -> reserve every line -> OrderStockReserved -> charge the wallet -> PaymentCharged
+-> the order is paid. Out of stock, insufficient funds, or no payment within the timeout cancel
+the order; a cancelled order releases its stock and refunds its payment. Shipping an order
+moves its reserved stock to shipped.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from evsrc import (
+    AggregateNotFound,
+    Deadline,
+    RecordedEvent,
+    Repository,
+    Saga,
+    SagaContext,
+    on_deadline,
+    reacts_to,
+)
+
+from .domain import (
+    InsufficientFunds,
+    InsufficientStock,
+    Order,
+    OrderCancelled,
+    OrderPlaced,
+    OrderShipped,
+    OrderStockReserved,
+    PaymentCharged,
+    Product,
+    Wallet,
+)
+
+
+class Fulfillment(Saga):
+    """The order saga; acts as ``system:fulfillment``."""
+
+    name = "fulfillment"
+    categories = ("order", "wallet")
+
+    def __init__(
+        self,
+        orders: Repository[Order],
+        products: Repository[Product],
+        wallets: Repository[Wallet],
+        payment_timeout: timedelta,
+    ) -> None:
+        self.orders, self.products, self.wallets = orders, products, wallets
+        self.payment_timeout = payment_timeout
+
+    @reacts_to(OrderPlaced)
+    async def reserve_stock(self, record: RecordedEvent[OrderPlaced], ctx: SagaContext) -> None:
+        event = record.event
+        await ctx.schedule("payment_timeout", event.order_id, after=self.payment_timeout)
+        try:
+            for line in event.lines:
+                await ctx.scope(f"reserve:{line.sku}").execute(
+                    self.products, line.sku, lambda p, q=line.quantity: p.reserve(event.order_id, q)
+                )
+        except InsufficientStock as refusal:
+            reason = f"out of stock: {refusal}"
+            await ctx.scope("cancel").execute(
+                self.orders, event.order_id, lambda o: o.cancel(reason)
+            )
+            return
+        await ctx.scope("reserved").execute(
+            self.orders, event.order_id, lambda o: o.stock_reserved()
+        )
+
+    @reacts_to(OrderStockReserved)
+    async def charge(self, record: RecordedEvent[OrderStockReserved], ctx: SagaContext) -> None:
+        order = await self.orders.load(record.stream_id.removeprefix("order-"))
+        if order.status != "reserved":
+            return
+        try:
+            await ctx.execute(
+                self.wallets, order.user_id, lambda w: w.charge(order.id, order.amount)
+            )
+        except (InsufficientFunds, AggregateNotFound) as refusal:
+            reason = f"payment refused: {refusal}"
+            await ctx.execute(self.orders, order.id, lambda o: o.cancel(reason))
+
+    @reacts_to(PaymentCharged)
+    async def mark_paid(self, record: RecordedEvent[PaymentCharged], ctx: SagaContext) -> None:
+        order = await self.orders.load(record.event.order_id)
+        if order.status == "reserved":
+            await ctx.execute(self.orders, order.id, lambda o: o.pay(record.event.amount))
+            await ctx.cancel("payment_timeout", order.id)
+        elif order.status == "cancelled":  # charged after it was cancelled: give it back
+            await ctx.execute(self.wallets, order.user_id, lambda w: w.refund(order.id))
+
+    @reacts_to(OrderShipped)
+    async def ship_stock(self, record: RecordedEvent[OrderShipped], ctx: SagaContext) -> None:
+        order = await self.orders.load(record.stream_id.removeprefix("order-"))
+        for line in order.lines:
+            await ctx.scope(f"ship:{line.sku}").execute(
+                self.products, line.sku, lambda p: p.ship(order.id)
+            )
+
+    @reacts_to(OrderCancelled)
+    async def compensate(self, record: RecordedEvent[OrderCancelled], ctx: SagaContext) -> None:
+        order = await self.orders.load(record.stream_id.removeprefix("order-"))
+        for line in order.lines:
+            await ctx.scope(f"release:{line.sku}").execute(
+                self.products, line.sku, lambda p: p.release(order.id)
+            )
+        try:
+            await ctx.scope("refund").execute(
+                self.wallets, order.user_id, lambda w: w.refund(order.id)
+            )
+        except AggregateNotFound:
+            pass  # no wallet: nothing was charged
+        await ctx.scope("timeout").cancel("payment_timeout", order.id)
+
+    @on_deadline("payment_timeout")
+    async def cancel_unpaid(self, deadline: Deadline, ctx: SagaContext) -> None:
+        order = await self.orders.load(deadline.key)
+        if order.status in ("placed", "reserved"):
+            await ctx.execute(self.orders, order.id, lambda o: o.cancel("payment timeout"))
