@@ -197,6 +197,7 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
 
     @app.post("/wallets/{user_id}/deposit")
     async def deposit(user_id: str, body: DepositIn, who: Actor) -> dict[str, Any]:
+        shop.wallets.stream_id(user_id)
         require_owner(who, user_id)
         try:
             position = await command(who, shop.wallets, user_id, lambda w: w.deposit(body.amount))
@@ -263,6 +264,7 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
         min_position: int | None = None,
         as_of_version: Annotated[int | None, Query(ge=1)] = None,
     ) -> dict[str, Any]:
+        shop.orders.stream_id(order_id)  # an invalid id is a 422, not a 404
         if as_of_version is not None:
             current = await owned_order(order_id, who)
             then = await shop.orders.load(order_id, version=as_of_version)

@@ -45,6 +45,7 @@ class Settings:
             ``"memory"``, or a ``nats://`` URL.
         data_dir: Where the embedded server and the SQLite read model keep their files.
         read_model: A SQLite path or a ``postgresql://`` URL (default: ``data_dir/read.db``).
+        read_model_schema: The PostgreSQL schema of the read model.
         stream: The JetStream stream name.
         payment_timeout: How long an order may wait for its payment.
         tokens: Bearer token -> actor (``user:<id>``, ``admin:<name>``).
@@ -53,6 +54,7 @@ class Settings:
     store: str = "embedded"
     data_dir: Path = Path(".order_shop")
     read_model: str | None = None
+    read_model_schema: str = "public"
     stream: str = "ORDER_SHOP"
     payment_timeout: timedelta = timedelta(minutes=15)
     tokens: dict[str, str] = dataclasses.field(default_factory=lambda: dict(DEMO_TOKENS))
@@ -64,6 +66,7 @@ class Settings:
             store=env("ORDER_SHOP_STORE", "embedded"),
             data_dir=Path(env("ORDER_SHOP_DATA", ".order_shop")),
             read_model=env("ORDER_SHOP_READ_MODEL"),
+            read_model_schema=env("ORDER_SHOP_READ_MODEL_SCHEMA", "public"),
             payment_timeout=timedelta(seconds=float(env("ORDER_SHOP_PAYMENT_TIMEOUT", "900"))),
         )
         tokens_file = env("ORDER_SHOP_TOKENS_FILE")
@@ -89,12 +92,21 @@ class EmbeddedNats:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        log = (self.directory / "nats.log").open("ab")
-        self.process = subprocess.Popen(
-            [found, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(self.directory / "js")],
-            stdout=log,
-            stderr=log,
-        )
+        with (self.directory / "nats.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    found,
+                    "-js",
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "-sd",
+                    str(self.directory / "js"),
+                ],
+                stdout=log,
+                stderr=log,
+            )
         for _ in range(200):
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
@@ -146,7 +158,7 @@ class Shop:
             from evsrc.sinks.postgres import PostgresSink
 
             assert settings.read_model is not None
-            self.sink = PostgresSink(settings.read_model)
+            self.sink = PostgresSink(settings.read_model, schema=settings.read_model_schema)
         elif settings.store == "memory":
             self.sink = SqliteSink(":memory:")
         else:
