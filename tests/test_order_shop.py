@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import random
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -11,7 +15,11 @@ from uuid import uuid4
 import httpx
 import pytest
 from examples.order_shop.app import create_app
+from examples.order_shop.read_model import OrdersView
 from examples.order_shop.runtime import Settings, Shop
+
+from evsrc import ManualClock, ProjectionRunner, StoreUnavailable
+from evsrc.sinks.sqlite import SqliteSink
 
 ADMIN, ALICE, BOB = "demo-admin", "demo-customer-789", "demo-customer-42"
 
@@ -246,3 +254,161 @@ async def test_read_your_writes(client: Client) -> None:
     )
     assert response.status_code == 200
     assert response.json()["order_id"] == placed["order_id"]
+
+
+@contextlib.asynccontextmanager
+async def running(shop: Shop) -> AsyncIterator[Client]:
+    app = create_app(shop=shop)
+    await shop.start()
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://shop"
+        ) as http:
+            yield Client(shop, http)
+    finally:
+        await shop.stop()
+
+
+async def test_an_unpaid_order_is_cancelled_by_the_timeout() -> None:
+    clock = ManualClock()
+    async with running(Shop(Settings(store="memory"), clock=clock)) as client:
+        await client.product("mug")
+        await client.post("/wallets/789/deposit", {"amount": "50.00"}, ALICE)
+        wallets = client.shop.wallets
+        working = wallets.load
+
+        async def payment_service_down(*args: Any, **kwargs: Any) -> Any:
+            raise StoreUnavailable("payment service down")
+
+        wallets.load = payment_service_down  # type: ignore[method-assign]
+        order_id = (
+            await client.post("/orders", {"items": [{"sku": "mug", "quantity": 3}]}, ALICE)
+        ).json()["order_id"]
+        for _ in range(300):
+            if await client.shop.sagas.parked("fulfillment"):
+                break
+            await asyncio.sleep(0.01)
+        assert (await client.order(order_id))["status"] == "reserved"
+        wallets.load = working  # type: ignore[method-assign]
+        await clock.advance(minutes=14)
+        await client.settle()
+        assert (await client.order(order_id))["status"] == "reserved"
+        await clock.advance(minutes=2)
+        await client.settle()
+        order = await client.order(order_id)
+        assert (order["status"], order["reason"]) == ("cancelled", "payment timeout")
+        stock = (await client.get("/products/mug", ADMIN)).json()
+        assert (stock["available"], stock["reserved"]) == (10, 0)
+
+
+USERS = [str(n) for n in range(8)]
+TOKENS = {f"token-{u}": f"user:{u}" for u in USERS} | {ADMIN: "admin:support-001"}
+SKUS = ["mug", "tea", "pot"]
+
+
+async def check_shop_invariants(client: Client, deposits: dict[str, Decimal], stocked: int) -> None:
+    shop = client.shop
+    charged: dict[str, Decimal] = {}
+    for user in USERS:
+        wallet = await shop.wallets.load(user)
+        assert wallet.balance >= 0
+        assert wallet.balance + sum(wallet.charges.values()) == deposits[user], user
+        charged.update(wallet.charges)
+    reserved: dict[str, int] = {}
+    for sku in SKUS:
+        product = await shop.products.load(sku)
+        assert product.available >= 0
+        assert product.available + sum(product.reserved.values()) + product.shipped == stocked
+        for order_id, quantity in product.reserved.items():
+            reserved[order_id] = reserved.get(order_id, 0) + quantity
+    orders = (await client.get("/orders?limit=100", ADMIN)).json()["orders"]
+    for row in orders:
+        order = await shop.orders.load(row["order_id"])
+        assert order.status in ("paid", "cancelled"), (order.id, order.status)
+        assert row["status"] == order.status  # the read model agrees with the events
+        if order.status == "paid":
+            assert charged[order.id] == order.amount
+            assert reserved[order.id] == sum(line.quantity for line in order.lines)
+        else:
+            assert order.id not in charged
+            assert order.id not in reserved
+        types = [r.event_type async for r in shop.orders.history(order.id)]
+        assert len(types) == len(set(types)), f"{order.id} has an event twice: {types}"
+
+
+async def shop_load(client: Client, rng: random.Random, operations: int) -> dict[str, Decimal]:
+    deposits = {}
+    for user in USERS:
+        amount = Decimal(rng.choice(["5.00", "20.00", "80.00"]))
+        assert (
+            await client.post(f"/wallets/{user}/deposit", {"amount": str(amount)}, f"token-{user}")
+        ).status_code == 200
+        deposits[user] = amount
+
+    async def customer(user: str) -> None:
+        mine: list[str] = []
+        for _ in range(operations):
+            if mine and rng.random() < 0.25:
+                await client.post(
+                    f"/orders/{rng.choice(mine)}/cancel",
+                    {"reason": "changed mind"},
+                    f"token-{user}",
+                )
+            else:
+                items = [
+                    {"sku": sku, "quantity": rng.randint(1, 3)}
+                    for sku in rng.sample(SKUS, rng.randint(1, 2))
+                ]
+                response = await client.post("/orders", {"items": items}, f"token-{user}")
+                mine.append(response.json()["order_id"])
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(customer(user) for user in USERS))
+    return deposits
+
+
+async def test_many_customers_at_once_keep_every_invariant(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    settings = Settings(store="memory", tokens=TOKENS)
+    async with running(Shop(settings)) as client:
+        for sku in SKUS:
+            await client.product(sku, price="4.00", stock=20)
+        deposits = await shop_load(client, rng, operations=6)
+        await client.settle()
+        await check_shop_invariants(client, deposits, stocked=20)
+        # The read model equals a fresh replay of the events.
+        fresh = SqliteSink(tmp_path / "fresh.db")
+        async with ProjectionRunner(client.shop.store, fresh, [OrdersView()]) as replay:
+            await replay.wait_until(await client.shop.store.head_position() - 5, timeout=10)
+            for _ in range(100):
+                if (await replay.status())[0].lag_events == 0:
+                    break
+                await asyncio.sleep(0.01)
+            columns = "order_id, user_id, items, amount, status, reason, version"
+            live = [
+                tuple(r)
+                for r in await client.shop.sink.fetch(
+                    f"SELECT {columns} FROM orders ORDER BY order_id"
+                )
+            ]
+            replayed = [
+                tuple(r)
+                for r in await fresh.fetch(f"SELECT {columns} FROM orders ORDER BY order_id")
+            ]
+        await fresh.aclose()
+        assert live == replayed
+        assert len(live) > 20
+
+
+async def test_a_restart_mid_load_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    settings = Settings(store="embedded", data_dir=tmp_path, tokens=TOKENS)
+    async with running(Shop(settings)) as client:
+        for sku in SKUS:
+            await client.product(sku, price="4.00", stock=20)
+        deposits = await shop_load(client, rng, operations=4)
+        # Stop while the saga is still working through the orders.
+    async with running(Shop(settings)) as client:
+        await client.settle()
+        await check_shop_invariants(client, deposits, stocked=20)
+        assert await client.shop.sagas.parked("fulfillment") == []

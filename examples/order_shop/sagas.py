@@ -8,6 +8,7 @@ moves its reserved stock to shipped.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
 from evsrc import (
@@ -22,6 +23,7 @@ from evsrc import (
 )
 
 from .domain import (
+    IllegalTransition,
     InsufficientFunds,
     InsufficientStock,
     Order,
@@ -54,6 +56,8 @@ class Fulfillment(Saga):
     @reacts_to(OrderPlaced)
     async def reserve_stock(self, record: RecordedEvent[OrderPlaced], ctx: SagaContext) -> None:
         event = record.event
+        if (await self.orders.load(event.order_id)).status != "placed":
+            return  # cancelled before the saga got to it: nothing to reserve
         await ctx.schedule("payment_timeout", event.order_id, after=self.payment_timeout)
         try:
             for line in event.lines:
@@ -62,13 +66,16 @@ class Fulfillment(Saga):
                 )
         except InsufficientStock as refusal:
             reason = f"out of stock: {refusal}"
-            await ctx.scope("cancel").execute(
-                self.orders, event.order_id, lambda o: o.cancel(reason)
-            )
+            with contextlib.suppress(IllegalTransition):  # cancelled meanwhile: same outcome
+                await ctx.scope("cancel").execute(
+                    self.orders, event.order_id, lambda o: o.cancel(reason)
+                )
             return
-        await ctx.scope("reserved").execute(
-            self.orders, event.order_id, lambda o: o.stock_reserved()
-        )
+        # Cancelled meanwhile? Then its OrderCancelled, handled next, releases what we reserved.
+        with contextlib.suppress(IllegalTransition):
+            await ctx.scope("reserved").execute(
+                self.orders, event.order_id, lambda o: o.stock_reserved()
+            )
 
     @reacts_to(OrderStockReserved)
     async def charge(self, record: RecordedEvent[OrderStockReserved], ctx: SagaContext) -> None:
@@ -81,13 +88,20 @@ class Fulfillment(Saga):
             )
         except (InsufficientFunds, AggregateNotFound) as refusal:
             reason = f"payment refused: {refusal}"
-            await ctx.execute(self.orders, order.id, lambda o: o.cancel(reason))
+            with contextlib.suppress(IllegalTransition):
+                await ctx.execute(self.orders, order.id, lambda o: o.cancel(reason))
 
     @reacts_to(PaymentCharged)
     async def mark_paid(self, record: RecordedEvent[PaymentCharged], ctx: SagaContext) -> None:
         order = await self.orders.load(record.event.order_id)
         if order.status == "reserved":
-            await ctx.execute(self.orders, order.id, lambda o: o.pay(record.event.amount))
+            try:
+                await ctx.execute(self.orders, order.id, lambda o: o.pay(record.event.amount))
+            except IllegalTransition:  # cancelled meanwhile: give the money back
+                await ctx.scope("refund").execute(
+                    self.wallets, order.user_id, lambda w: w.refund(order.id)
+                )
+                return
             await ctx.cancel("payment_timeout", order.id)
         elif order.status == "cancelled":  # charged after it was cancelled: give it back
             await ctx.execute(self.wallets, order.user_id, lambda w: w.refund(order.id))
@@ -119,4 +133,5 @@ class Fulfillment(Saga):
     async def cancel_unpaid(self, deadline: Deadline, ctx: SagaContext) -> None:
         order = await self.orders.load(deadline.key)
         if order.status in ("placed", "reserved"):
-            await ctx.execute(self.orders, order.id, lambda o: o.cancel("payment timeout"))
+            with contextlib.suppress(IllegalTransition):
+                await ctx.execute(self.orders, order.id, lambda o: o.cancel("payment timeout"))
