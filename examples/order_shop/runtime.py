@@ -18,7 +18,9 @@ from typing import Any
 from evsrc import (
     Clock,
     EventStore,
+    EveryNEvents,
     InMemoryEventStore,
+    InMemorySnapshotStore,
     ProjectionRunner,
     Repository,
     SagaRunner,
@@ -150,9 +152,25 @@ class Shop:
                 stream=settings.stream, subject_prefix="shop", poll_interval=0.5
             )
             self.store = await JetStreamEventStore.connect(url, REGISTRY, config=config)
+        # Products and wallets gather an event per order: snapshots keep their loads short.
+        if settings.store == "memory":
+            self.snapshots: Any = InMemorySnapshotStore()
+        else:
+            from evsrc.stores.jetstream import JetStreamSnapshotStore
+
+            self.snapshots = await JetStreamSnapshotStore.open(
+                self.store.nc,  # type: ignore[attr-defined]
+                stream=f"{settings.stream}_SNAPSHOTS",
+                subject_prefix="shopsnap",
+            )
+        policy = EveryNEvents(20)
         self.orders = Repository(self.store, Order)
-        self.products = Repository(self.store, Product)
-        self.wallets = Repository(self.store, Wallet)
+        self.products = Repository(
+            self.store, Product, snapshots=self.snapshots, snapshot_policy=policy
+        )
+        self.wallets = Repository(
+            self.store, Wallet, snapshots=self.snapshots, snapshot_policy=policy
+        )
         postgres = bool(settings.read_model and settings.read_model.startswith("postgres"))
         if postgres:
             from evsrc.sinks.postgres import PostgresSink
@@ -177,6 +195,8 @@ class Shop:
         await self.sagas.aclose()
         await self.projections.aclose()
         await self.sink.aclose()
+        if hasattr(self.snapshots, "aclose"):
+            await self.snapshots.aclose()
         await self.store.aclose()
         if self.embedded is not None:
             self.embedded.stop()
