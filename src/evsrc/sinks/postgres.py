@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC
+from datetime import datetime
 from typing import Any
 
 try:
@@ -17,8 +17,8 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError('the PostgreSQL sink needs asyncpg: pip install "evsrc[postgres]"') from error
 
-from .._events import Event, RecordedEvent
-from .._sinks import ParkedEvent, checked_identifier, view_sql
+from .._sinks import checked_identifier
+from ._sql import SqlSink
 
 __all__ = ["PostgresSink", "PostgresTransaction"]
 
@@ -98,7 +98,7 @@ class PostgresTransaction:
             await self.execute(f'DROP TABLE IF EXISTS "{table}" CASCADE')
 
 
-class PostgresSink:
+class PostgresSink(SqlSink):
     """Read models and checkpoints in one PostgreSQL schema.
 
     Args:
@@ -165,105 +165,8 @@ class PostgresSink:
         async with self._open().acquire() as connection:
             return list(await connection.fetch(sql, *args))
 
-    async def active_generation(self, projection: str) -> int | None:
-        """See :meth:`evsrc.ReadModelSink.active_generation`."""
-        rows = await self.fetch(
-            "SELECT generation FROM evsrc_active_generations WHERE projection = $1", projection
-        )
-        return int(rows[0][0]) if rows else None
+    def _p(self, n: int) -> str:
+        return f"${n}"
 
-    async def load_position(self, projection: str, partition: str, generation: int) -> int:
-        """See :meth:`evsrc.ReadModelSink.load_position`."""
-        rows = await self.fetch(
-            "SELECT position FROM evsrc_checkpoints"
-            " WHERE projection = $1 AND partition = $2 AND generation = $3",
-            projection,
-            partition,
-            generation,
-        )
-        return int(rows[0][0]) if rows else 0
-
-    async def save_position(
-        self,
-        tx: PostgresTransaction,
-        projection: str,
-        partition: str,
-        generation: int,
-        position: int,
-    ) -> None:
-        """See :meth:`evsrc.ReadModelSink.save_position`."""
-        await tx.execute(
-            "INSERT INTO evsrc_checkpoints"
-            " (projection, partition, generation, position, updated_at)"
-            " VALUES ($1, $2, $3, $4, now()) ON CONFLICT (projection, partition, generation)"
-            " DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-            projection,
-            partition,
-            generation,
-            position,
-        )
-
-    async def activate(
-        self, tx: PostgresTransaction, projection: str, tables: Sequence[str], generation: int
-    ) -> None:
-        """See :meth:`evsrc.ReadModelSink.activate`."""
-        for table in tables:
-            for statement in view_sql(table, generation):
-                await tx.execute(statement)
-        await tx.execute(
-            "INSERT INTO evsrc_active_generations (projection, generation) VALUES ($1, $2)"
-            " ON CONFLICT (projection) DO UPDATE SET generation = excluded.generation",
-            projection,
-            generation,
-        )
-
-    async def drop_generation(
-        self, tx: PostgresTransaction, projection: str, tables: Sequence[str], generation: int
-    ) -> None:
-        """See :meth:`evsrc.ReadModelSink.drop_generation`."""
-        await tx.drop_tables([f"{table}__g{generation}" for table in tables])
-        await tx.execute(
-            "DELETE FROM evsrc_checkpoints WHERE projection = $1 AND generation = $2",
-            projection,
-            generation,
-        )
-
-    async def park(
-        self,
-        tx: PostgresTransaction,
-        projection: str,
-        partition: str,
-        record: RecordedEvent[Event],
-        error: str,
-    ) -> None:
-        """See :meth:`evsrc.ReadModelSink.park`."""
-        await tx.execute(
-            "INSERT INTO evsrc_parked VALUES ($1, $2, $3, $4, $5, $6, $7, now())"
-            " ON CONFLICT (projection, partition, position) DO UPDATE SET error = excluded.error",
-            projection,
-            partition,
-            record.position,
-            record.stream_id,
-            str(record.event_id),
-            record.event_type,
-            error,
-        )
-
-    async def parked(self, projection: str) -> list[ParkedEvent]:
-        """See :meth:`evsrc.ReadModelSink.parked`."""
-        rows = await self.fetch(
-            "SELECT * FROM evsrc_parked WHERE projection = $1 ORDER BY position", projection
-        )
-        return [
-            ParkedEvent(
-                projection=row["projection"],
-                partition=row["partition"],
-                position=row["position"],
-                stream_id=row["stream_id"],
-                event_id=row["event_id"],
-                event_type=row["event_type"],
-                error=row["error"],
-                parked_at=row["parked_at"].astimezone(UTC),
-            )
-            for row in rows
-        ]
+    def _timestamp(self, when: datetime) -> Any:
+        return when

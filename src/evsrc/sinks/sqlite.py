@@ -11,12 +11,11 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from .._events import Event, RecordedEvent
-from .._sinks import ParkedEvent, view_sql
+from ._sql import SqlSink
 
 __all__ = ["SqliteSink", "SqliteTransaction"]
 
@@ -74,7 +73,7 @@ class SqliteTransaction:
             self._connection.execute(f'DROP TABLE IF EXISTS "{table}"')
 
 
-class SqliteSink:
+class SqliteSink(SqlSink):
     """Read models and checkpoints in one SQLite database file.
 
     Args:
@@ -139,117 +138,8 @@ class SqliteSink:
         """Run a read-only query outside any projection transaction (for your queries)."""
         return self._open().execute(sql, args).fetchall()
 
-    async def active_generation(self, projection: str) -> int | None:
-        """See :meth:`evsrc.ReadModelSink.active_generation`."""
-        row = (
-            self._open()
-            .execute(
-                "SELECT generation FROM evsrc_active_generations WHERE projection = ?",
-                (projection,),
-            )
-            .fetchone()
-        )
-        return None if row is None else int(row[0])
+    def _p(self, n: int) -> str:
+        return "?"
 
-    async def load_position(self, projection: str, partition: str, generation: int) -> int:
-        """See :meth:`evsrc.ReadModelSink.load_position`."""
-        row = (
-            self._open()
-            .execute(
-                "SELECT position FROM evsrc_checkpoints"
-                " WHERE projection = ? AND partition = ? AND generation = ?",
-                (projection, partition, generation),
-            )
-            .fetchone()
-        )
-        return 0 if row is None else int(row[0])
-
-    async def save_position(
-        self,
-        tx: SqliteTransaction,
-        projection: str,
-        partition: str,
-        generation: int,
-        position: int,
-    ) -> None:
-        """See :meth:`evsrc.ReadModelSink.save_position`."""
-        await tx.execute(
-            "INSERT INTO evsrc_checkpoints"
-            " (projection, partition, generation, position, updated_at)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (projection, partition, generation)"
-            " DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-            projection,
-            partition,
-            generation,
-            position,
-            datetime.now(UTC).isoformat(),
-        )
-
-    async def activate(
-        self, tx: SqliteTransaction, projection: str, tables: Sequence[str], generation: int
-    ) -> None:
-        """See :meth:`evsrc.ReadModelSink.activate`."""
-        for table in tables:
-            for statement in view_sql(table, generation):
-                await tx.execute(statement)
-        await tx.execute(
-            "INSERT INTO evsrc_active_generations (projection, generation) VALUES (?, ?)"
-            " ON CONFLICT (projection) DO UPDATE SET generation = excluded.generation",
-            projection,
-            generation,
-        )
-
-    async def drop_generation(
-        self, tx: SqliteTransaction, projection: str, tables: Sequence[str], generation: int
-    ) -> None:
-        """See :meth:`evsrc.ReadModelSink.drop_generation`."""
-        await tx.drop_tables([f"{table}__g{generation}" for table in tables])
-        await tx.execute(
-            "DELETE FROM evsrc_checkpoints WHERE projection = ? AND generation = ?",
-            projection,
-            generation,
-        )
-
-    async def park(
-        self,
-        tx: SqliteTransaction,
-        projection: str,
-        partition: str,
-        record: RecordedEvent[Event],
-        error: str,
-    ) -> None:
-        """See :meth:`evsrc.ReadModelSink.park`."""
-        await tx.execute(
-            "INSERT OR REPLACE INTO evsrc_parked VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            projection,
-            partition,
-            record.position,
-            record.stream_id,
-            str(record.event_id),
-            record.event_type,
-            error,
-            datetime.now(UTC).isoformat(),
-        )
-
-    async def parked(self, projection: str) -> list[ParkedEvent]:
-        """See :meth:`evsrc.ReadModelSink.parked`."""
-        rows = (
-            self._open()
-            .execute(
-                "SELECT * FROM evsrc_parked WHERE projection = ? ORDER BY position", (projection,)
-            )
-            .fetchall()
-        )
-        return [
-            ParkedEvent(
-                projection=row["projection"],
-                partition=row["partition"],
-                position=row["position"],
-                stream_id=row["stream_id"],
-                event_id=row["event_id"],
-                event_type=row["event_type"],
-                error=row["error"],
-                parked_at=datetime.fromisoformat(row["parked_at"]),
-            )
-            for row in rows
-        ]
+    def _timestamp(self, when: datetime) -> Any:
+        return when.isoformat()
