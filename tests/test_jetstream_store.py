@@ -78,12 +78,14 @@ async def test_retry_after_a_lost_ack_from_another_process(nats_url: str) -> Non
 async def test_retry_with_a_stale_tail_in_the_same_store(nats_url: str) -> None:
     async with fresh_store(nats_url, REGISTRY) as store:
         await store.append("order-1", cancelled(1))
-        stale = store._tails["order-1"]
+        stale = store._appender.tails["order-1"]
         batch = cancelled(1)
         original = await store.append("order-1", batch, expected_version=1)
-        store._tails["order-1"] = stale  # as if the ack (and the cache update) had been lost
+        store._appender.tails["order-1"] = (
+            stale  # as if the ack (and the cache update) had been lost
+        )
         assert await store.append("order-1", batch, expected_version=1) == original
-        store._tails["order-1"] = stale
+        store._appender.tails["order-1"] = stale
         assert await store.append("order-1", batch) == original  # ANY: de-duplicated
         assert await store.stream_version("order-1") == 2
 
