@@ -168,6 +168,7 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
         return list(await shop.sink.fetch(sql, *args))
 
     m = shop.mark
+    prices: dict[str, Decimal] = {}
 
     # -- products --------------------------------------------------------------------------
 
@@ -225,11 +226,13 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
             raise HTTPException(403, "orders are placed by customers")
         lines = []
         for item in body.items:
-            try:
-                product = await shop.products.load(item.sku)
-            except AggregateNotFound:
-                raise HTTPException(422, f"unknown sku {item.sku}") from None
-            lines.append(Line(sku=item.sku, quantity=item.quantity, price=product.price))
+            price = prices.get(item.sku)
+            if price is None:  # a product's price never changes: look it up once
+                try:
+                    price = prices[item.sku] = (await shop.products.load(item.sku)).price
+                except AggregateNotFound:
+                    raise HTTPException(422, f"unknown sku {item.sku}") from None
+            lines.append(Line(sku=item.sku, quantity=item.quantity, price=price))
         order_id = uuid.uuid4().hex[:12]
         user_id = who.removeprefix("user:")
         position = await create(who, shop.orders, lambda: Order.place(order_id, user_id, lines))
