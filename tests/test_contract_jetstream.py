@@ -6,7 +6,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from uuid import uuid4
 
-import nats
 import pytest
 
 from evsrc import EventRegistry
@@ -39,7 +38,3 @@ class TestJetStreamStore(EventStoreContract):
         self, registry: EventRegistry
     ) -> contextlib.AbstractAsyncContextManager[JetStreamEventStore]:
         return fresh_store(self.url, registry, poll_interval=0.2)
-
-
-async def test_nats_is_importable_only_through_the_extra() -> None:
-    assert nats.__name__ == "nats"
