@@ -32,7 +32,7 @@ from ._codec import (
     position_of,
 )
 from ._config import JetStreamConfig
-from ._direct import DirectGet, StoredMessage
+from ._direct import DirectGet
 
 __all__ = ["Appender"]
 
@@ -56,11 +56,6 @@ class Appender:
         self._direct = direct
         self._prefix = config.subject_prefix + "."
         self.tails: collections.OrderedDict[str, tuple[int, int]] = collections.OrderedDict()
-
-    def _envelope(self, message: StoredMessage) -> Envelope:
-        return decode_envelope(
-            message.sequence, message.subject, message.timestamp, message.data, self._prefix
-        )
 
     async def append(
         self,
@@ -180,7 +175,7 @@ class Appender:
         if sequence is not None:
             messages, _ = await self._direct.one_batch(sequence + 1, subject, 1)
             if messages:
-                envelope = self._envelope(messages[0])
+                envelope = decode_envelope(messages[0], self._prefix)
                 if envelope.first_version == target:
                     return envelope
         last = await self._direct.last_for_subject(subject)
@@ -189,7 +184,7 @@ class Appender:
             messages, _ = await self._direct.one_batch((low + high) // 2, subject, 1)
             if not messages:
                 return None
-            envelope = self._envelope(messages[0])
+            envelope = decode_envelope(messages[0], self._prefix)
             if envelope.first_version == target:
                 return envelope
             if envelope.first_version > target:
@@ -207,7 +202,7 @@ class Appender:
         message = await self._direct.by_sequence(sequence)
         if message is None:
             raise EvsrcError(f"the server reported a duplicate at sequence {sequence}, now gone")
-        original = self._envelope(message)
+        original = decode_envelope(message, self._prefix)
         if original.stream_id != stream_id:
             raise DuplicateEventId(
                 stream_id, new[0].event_id, f"it belongs to stream {original.stream_id!r}"
@@ -242,7 +237,7 @@ class Appender:
             self.tails.pop(stream_id, None)
             return 0, 0
         header = message.headers.get(LAST_VERSION_HEADER)
-        version = int(header) if header else self._envelope(message).last_version
+        version = int(header) if header else decode_envelope(message, self._prefix).last_version
         self.remember(stream_id, version, message.sequence)
         return version, message.sequence
 

@@ -22,14 +22,17 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import pydantic_core
 
 from ..._events import EMPTY_HEADERS, Event, Metadata, NewEvent, RecordedEvent
-from ..._exceptions import SerializationError, UnknownEventType, UpcastError
+from ..._exceptions import SerializationError
 from ..._registry import EventRegistry
+
+if TYPE_CHECKING:
+    from ._direct import StoredMessage
 
 __all__ = [
     "LAST_VERSION_HEADER",
@@ -191,8 +194,6 @@ class Envelope:
                     position=position,
                 )
                 event_id = UUID(stored["id"])
-            except (UnknownEventType, UpcastError, SerializationError):
-                raise
             except (KeyError, TypeError, ValueError) as error:
                 raise SerializationError(
                     f"corrupt event at stream {stream_id!r}, position {position}: {error!r}"
@@ -215,15 +216,15 @@ class Envelope:
         return records
 
 
-def decode_envelope(
-    sequence: int, subject: str, timestamp: str | None, data: bytes, expected_prefix: str
-) -> Envelope:
+def decode_envelope(message: StoredMessage, expected_prefix: str) -> Envelope:
     """Parse a stored message into an :class:`Envelope`, or explain why it is not one.
 
     Raises:
         SerializationError: For anything that is not an evsrc append (a foreign or corrupt
             message), naming the subject and position.
     """
+    sequence, subject, timestamp = message.sequence, message.subject, message.timestamp
+    data = message.data
     where = f"subject {subject!r}, position {position_of(sequence, 0)}"
     try:
         body = pydantic_core.from_json(data)

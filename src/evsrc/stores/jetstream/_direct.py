@@ -18,7 +18,8 @@ from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from ..._exceptions import EvsrcError, StoreUnavailable
+from ..._exceptions import EvsrcError, StoreUnavailable, StreamNotFound
+from ._codec import decode_envelope, position_of
 
 __all__ = ["DirectGet", "StoredMessage"]
 
@@ -54,6 +55,7 @@ class DirectGet:
 
     def __init__(self, nc: Client, stream: str, timeout: float) -> None:
         self._nc = nc
+        self._stream = stream
         self._api = f"$JS.API.DIRECT.GET.{stream}"
         self._timeout = timeout
         self._inbox = nc.new_inbox()
@@ -77,6 +79,37 @@ class DirectGet:
         queue = self._queues.get(msg.subject.rpartition(".")[2])
         if queue is not None:
             queue.put_nowait(msg)
+
+    async def stream_info(self, subjects_filter: str | None = None) -> dict[str, Any]:
+        """Return the stream's info (config and state; per-subject counts with a filter).
+
+        Raises:
+            StoreUnavailable: If JetStream does not answer.
+            StreamNotFound: If the stream does not exist.
+        """
+        request = (
+            json.dumps({"subjects_filter": subjects_filter}).encode() if subjects_filter else b""
+        )
+        subject = f"$JS.API.STREAM.INFO.{self._stream}"
+        try:
+            reply = await self._nc.request(subject, request, timeout=self._timeout)
+        except (NatsTimeout, NoRespondersError, ConnectionClosedError) as error:
+            raise StoreUnavailable(f"cannot read the stream's state: {error!r}") from error
+        info: dict[str, Any] = json.loads(reply.data)
+        if "error" in info:
+            description = info["error"].get("description")
+            raise StreamNotFound(self._stream, f"JetStream stream {self._stream!r}: {description}")
+        return info
+
+    async def head_position(self, prefix: str) -> int:
+        """Return the position of the stream's last event (0 if it is empty)."""
+        last = int((await self.stream_info())["state"]["last_seq"])
+        if last == 0:
+            return 0
+        message = await self.by_sequence(last)
+        if message is None:
+            return position_of(last, 0)
+        return position_of(last, len(decode_envelope(message, prefix).body["events"]) - 1)
 
     async def last_for_subject(self, subject: str) -> StoredMessage | None:
         """Return the last message stored on ``subject``, or ``None``."""

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from ..._exceptions import StoreUnavailable, StreamNotFound
+from ..._exceptions import StreamNotFound
 from ..._stream_ids import category_of, validate_stream_id
 from ._codec import LAST_VERSION_HEADER, Envelope, decode_envelope, position_of, sequence_of
 from ._config import JetStreamConfig
-from ._direct import DirectGet, StoredMessage
+from ._direct import DirectGet
 
 __all__ = ["RawReader"]
 
@@ -36,17 +35,12 @@ class RawReader:
         self._prefix = config.subject_prefix + "."
 
     async def start(self) -> None:
-        await self._stream_info()  # fails early, and clearly, on a wrong stream name
+        await self._direct.stream_info()  # fails early, and clearly, on a wrong stream name
         await self._direct.start()
 
     async def close(self) -> None:
         await self._direct.close()
         await self._nc.close()
-
-    def _envelope(self, message: StoredMessage) -> Envelope:
-        return decode_envelope(
-            message.sequence, message.subject, message.timestamp, message.data, self._prefix
-        )
 
     @staticmethod
     def _entries(envelope: Envelope) -> list[dict[str, Any]]:
@@ -69,42 +63,18 @@ class RawReader:
             for index, event in enumerate(body["events"])
         ]
 
-    async def _stream_info(self, subjects_filter: str | None = None) -> dict[str, Any]:
-        request = (
-            json.dumps({"subjects_filter": subjects_filter}).encode() if subjects_filter else b""
-        )
-        try:
-            reply = await self._nc.request(
-                f"$JS.API.STREAM.INFO.{self._config.stream}", request, timeout=5
-            )
-        except Exception as error:
-            raise StoreUnavailable(f"JetStream did not answer: {error!r}") from error
-        info: dict[str, Any] = json.loads(reply.data)
-        if "error" in info:
-            raise StreamNotFound(
-                self._config.stream,
-                f"JetStream stream {self._config.stream!r}: {info['error'].get('description')}",
-            )
-        return info
-
     async def history(self, stream_id: str) -> list[dict[str, Any]]:
         validate_stream_id(stream_id)
         subject = self._config.subject(category_of(stream_id), stream_id)
         entries: list[dict[str, Any]] = []
         async for message in self._direct.batch(1, subject, batch=self._config.read_batch):
-            entries.extend(self._entries(self._envelope(message)))
+            entries.extend(self._entries(decode_envelope(message, self._prefix)))
         if not entries:
             raise StreamNotFound(stream_id)
         return entries
 
     async def head_position(self) -> int:
-        last = int((await self._stream_info())["state"]["last_seq"])
-        if last == 0:
-            return 0
-        message = await self._direct.by_sequence(last)
-        if message is None:
-            return position_of(last, 0)
-        return position_of(last, len(self._envelope(message).body["events"]) - 1)
+        return await self._direct.head_position(self._prefix)
 
     async def events_after(self, position: int) -> int:
         """How many events lie after ``position`` (counted up to 10,000)."""
@@ -112,7 +82,7 @@ class RawReader:
         async for message in self._direct.batch(
             sequence_of(position), self._config.filter_subject(), batch=self._config.read_batch
         ):
-            for entry in self._entries(self._envelope(message)):
+            for entry in self._entries(decode_envelope(message, self._prefix)):
                 if entry["position"] > position:
                     count += 1
             if count >= _COUNT_LIMIT:
@@ -141,7 +111,7 @@ class RawReader:
                     sequence, subject_filter, self._config.read_batch
                 )
                 for message in messages:
-                    for entry in self._entries(self._envelope(message)):
+                    for entry in self._entries(decode_envelope(message, self._prefix)):
                         if entry["position"] >= position:
                             yield entry
                     sequence = message.sequence + 1
@@ -156,14 +126,14 @@ class RawReader:
     async def streams(self, category: str | None, limit: int) -> list[dict[str, Any]]:
         if category is not None:
             validate_stream_id(category)
-        info = await self._stream_info(self._config.filter_subject(category))
+        info = await self._direct.stream_info(self._config.filter_subject(category))
         subjects = sorted(info["state"].get("subjects") or {})[:limit]
         rows = []
         for subject in subjects:
             message = await self._direct.last_for_subject(subject)
             if message is None:
                 continue
-            envelope = self._envelope(message)
+            envelope = decode_envelope(message, self._prefix)
             rows.append(
                 {
                     "stream_id": envelope.stream_id,
@@ -176,7 +146,7 @@ class RawReader:
         return rows
 
     async def info(self) -> dict[str, Any]:
-        info = await self._stream_info()
+        info = await self._direct.stream_info()
         config, state = info["config"], info["state"]
         version = self._nc.connected_server_version
         return {
@@ -202,13 +172,13 @@ class RawReader:
 
     async def unfinished_processes(self) -> dict[str, list[str]]:
         """Process instances that have not finished, by process manager."""
-        info = await self._stream_info(self._config.filter_subject("process"))
+        info = await self._direct.stream_info(self._config.filter_subject("process"))
         found: dict[str, list[str]] = {}
         for subject in sorted(info["state"].get("subjects") or {}):
             message = await self._direct.last_for_subject(subject)
             if message is None:
                 continue
-            envelope = self._envelope(message)
+            envelope = decode_envelope(message, self._prefix)
             if envelope.body["events"][-1]["type"] == "evsrc.ProcessFinished":
                 continue
             name, _, key = envelope.stream_id.removeprefix("process-").partition(":")

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any, Self
 
 import nats
 from nats.aio.client import Client
-from nats.errors import ConnectionClosedError, NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 
 from ..._events import Event, Metadata, NewEvent, RecordedEvent
 from ..._exceptions import (
@@ -192,7 +189,7 @@ class JetStreamEventStore:
         found = False
         envelope: Envelope | None = None
         async for message in self._direct.batch(start, subject, batch=self._config.read_batch):
-            envelope = self._envelope(message)
+            envelope = decode_envelope(message, self._prefix)
             if not found and envelope.first_version > from_version and start > 1:
                 # A hint past the versions asked for: read from the beginning instead.
                 async for record in self.read_stream(
@@ -297,7 +294,7 @@ class JetStreamEventStore:
         categories: frozenset[str] | None,
         event_types: frozenset[str] | None,
     ) -> list[RecordedEvent[Event]]:
-        envelope = self._envelope(message)
+        envelope = decode_envelope(message, self._prefix)
         if categories is not None and category_of(envelope.stream_id) not in categories:
             return []
         if event_types is not None and not any(
@@ -311,11 +308,6 @@ class JetStreamEventStore:
             if event_types is None or record.event_type in event_types
         ]
 
-    def _envelope(self, message: StoredMessage) -> Envelope:
-        return decode_envelope(
-            message.sequence, message.subject, message.timestamp, message.data, self._prefix
-        )
-
     async def stream_version(self, stream_id: str) -> int:
         """Return the stream's version (0 if it has no events): one direct get."""
         self._check_started()
@@ -327,21 +319,7 @@ class JetStreamEventStore:
     async def head_position(self) -> int:
         """Return the position of the store's last event (0 if it is empty)."""
         self._check_started()
-        try:
-            reply = await self._nc.request(
-                f"$JS.API.STREAM.INFO.{self._config.stream}",
-                b"",
-                timeout=self._config.request_timeout,
-            )
-        except (NatsTimeout, NoRespondersError, ConnectionClosedError) as error:
-            raise StoreUnavailable(f"cannot read the stream's state: {error!r}") from error
-        last_sequence = int(json.loads(reply.data)["state"]["last_seq"])
-        if last_sequence == 0:
-            return 0
-        message = await self._direct.by_sequence(last_sequence)
-        if message is None:
-            return position_of(last_sequence, 0)
-        return position_of(last_sequence, len(self._envelope(message).body["events"]) - 1)
+        return await self._direct.head_position(self._prefix)
 
     # -- lifecycle -----------------------------------------------------------------------
 
