@@ -13,7 +13,24 @@ from typing import Any
 from .._events import Event, RecordedEvent
 from .._sinks import ParkedEvent, view_sql
 
-__all__ = ["SqlSink"]
+__all__ = ["SqlSink", "schema"]
+
+
+def schema(*, position_type: str, timestamp_type: str) -> tuple[str, ...]:
+    """The statements creating evsrc's own tables, in a database's column types."""
+    return (
+        f"""CREATE TABLE IF NOT EXISTS evsrc_checkpoints (
+        projection TEXT NOT NULL, partition TEXT NOT NULL, generation INTEGER NOT NULL,
+        position {position_type} NOT NULL, updated_at {timestamp_type} NOT NULL,
+        PRIMARY KEY (projection, partition, generation))""",
+        """CREATE TABLE IF NOT EXISTS evsrc_active_generations (
+        projection TEXT PRIMARY KEY, generation INTEGER NOT NULL)""",
+        f"""CREATE TABLE IF NOT EXISTS evsrc_parked (
+        projection TEXT NOT NULL, partition TEXT NOT NULL, position {position_type} NOT NULL,
+        stream_id TEXT NOT NULL, event_id TEXT NOT NULL, event_type TEXT NOT NULL,
+        error TEXT NOT NULL, parked_at {timestamp_type} NOT NULL,
+        PRIMARY KEY (projection, partition, position))""",
+    )
 
 
 class SqlSink:

@@ -18,23 +18,11 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError('the PostgreSQL sink needs asyncpg: pip install "evsrc[postgres]"') from error
 
 from .._sinks import checked_identifier
-from ._sql import SqlSink
+from ._sql import SqlSink, schema
 
 __all__ = ["PostgresSink", "PostgresTransaction"]
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS evsrc_checkpoints (
-        projection TEXT NOT NULL, partition TEXT NOT NULL, generation INTEGER NOT NULL,
-        position BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL,
-        PRIMARY KEY (projection, partition, generation))""",
-    """CREATE TABLE IF NOT EXISTS evsrc_active_generations (
-        projection TEXT PRIMARY KEY, generation INTEGER NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS evsrc_parked (
-        projection TEXT NOT NULL, partition TEXT NOT NULL, position BIGINT NOT NULL,
-        stream_id TEXT NOT NULL, event_id TEXT NOT NULL, event_type TEXT NOT NULL,
-        error TEXT NOT NULL, parked_at TIMESTAMPTZ NOT NULL,
-        PRIMARY KEY (projection, partition, position))""",
-)
+_SCHEMA = schema(position_type="BIGINT", timestamp_type="TIMESTAMPTZ")
 
 
 class PostgresTransaction:

@@ -15,23 +15,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from ._sql import SqlSink
+from ._sql import SqlSink, schema
 
 __all__ = ["SqliteSink", "SqliteTransaction"]
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS evsrc_checkpoints (
-        projection TEXT NOT NULL, partition TEXT NOT NULL, generation INTEGER NOT NULL,
-        position INTEGER NOT NULL, updated_at TEXT NOT NULL,
-        PRIMARY KEY (projection, partition, generation))""",
-    """CREATE TABLE IF NOT EXISTS evsrc_active_generations (
-        projection TEXT PRIMARY KEY, generation INTEGER NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS evsrc_parked (
-        projection TEXT NOT NULL, partition TEXT NOT NULL, position INTEGER NOT NULL,
-        stream_id TEXT NOT NULL, event_id TEXT NOT NULL, event_type TEXT NOT NULL,
-        error TEXT NOT NULL, parked_at TEXT NOT NULL,
-        PRIMARY KEY (projection, partition, position))""",
-)
+_SCHEMA = schema(position_type="INTEGER", timestamp_type="TEXT")
 
 
 class SqliteTransaction:
