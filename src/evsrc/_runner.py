@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Self
 
 from ._events import Event, RecordedEvent
-from ._exceptions import ProjectionFailed, ProjectionTimeout
+from ._exceptions import ProjectionFailed
+from ._feed import Feed
 from ._projection import Partition, Projection
 from ._sinks import ReadModelSink, describe
 from ._store import EventStore
@@ -21,7 +22,6 @@ from ._store import EventStore
 __all__ = ["ProjectionRunner", "ProjectionStatus", "RunnerOptions"]
 
 logger = logging.getLogger("evsrc.projections")
-_STOP = object()
 _LAG_COUNT_LIMIT = 10_000
 
 
@@ -99,11 +99,8 @@ class _Worker:
         self.sink = sink
         self.projection = projection
         self.options = options
-        self.checkpoint = checkpoint
+        self.feed = Feed(store, projection.categories, options.batch_size, checkpoint)
         self.failure: ProjectionFailed | None = None
-        self._advanced = asyncio.Event()
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2 * options.batch_size)
-        self._reader: asyncio.Task[None] | None = None
         self._applier: asyncio.Task[None] | None = None
 
     @property
@@ -114,58 +111,31 @@ class _Worker:
     def running(self) -> bool:
         return self._applier is not None and not self._applier.done()
 
+    @property
+    def checkpoint(self) -> int:
+        return self.feed.checkpoint
+
     def start(self) -> None:
-        self._reader = asyncio.create_task(self._read(), name=f"evsrc-read-{self.name}")
+        self.feed.start(self.name)
         self._applier = asyncio.create_task(self._apply_batches(), name=f"evsrc-apply-{self.name}")
 
     async def stop(self) -> None:
         """Stop reading; the batch being applied finishes (or rolls back) first."""
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-        while not self._queue.empty():  # not applied: read again from the checkpoint next time
-            self._queue.get_nowait()
-        self._queue.put_nowait(_STOP)
+        await self.feed.stop()
         if self._applier is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._applier
-        self._wake_waiters()
-
-    async def _read(self) -> None:
-        subscription = self.store.subscribe(
-            from_position=self.checkpoint + 1, categories=self.projection.categories
-        )
-        try:
-            async for record in subscription:
-                await self._queue.put(record)
-        finally:
-            await subscription.aclose()
+        self.feed.wake()
 
     async def _apply_batches(self) -> None:
-        size = self.options.batch_size
-        while True:
-            first = await self._queue.get()
-            if first is _STOP:
-                return
-            batch: list[RecordedEvent[Event]] = [first]
-            stop = False
-            while len(batch) < size and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
+        while (batch := await self.feed.next_batch()) is not None:
             try:
                 await self._apply(batch)
             except ProjectionFailed as failure:
                 self.failure = failure
                 logger.error("%s", failure)
-                if self._reader is not None:
-                    self._reader.cancel()
-                self._wake_waiters()
-                return
-            if stop:
+                self.feed.stop_reading()
+                self.feed.wake()
                 return
 
     async def _apply(self, batch: list[RecordedEvent[Event]]) -> None:
@@ -236,24 +206,15 @@ class _Worker:
         )
 
     def _advance(self, position: int) -> None:
-        self.checkpoint = position
-        self._wake_waiters()
-
-    def _wake_waiters(self) -> None:
-        advanced, self._advanced = self._advanced, asyncio.Event()
-        advanced.set()
+        self.feed.advance(position)
 
     async def wait_until(self, position: int, deadline: float) -> None:
-        while self.checkpoint < position:
+        def alive() -> bool:
             if self.failure is not None:
                 raise self.failure
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self.running:
-                raise ProjectionTimeout(self.name, position, self.checkpoint)
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(None if remaining == float("inf") else remaining):
-                    await self._advanced.wait()
+            return self.running
+
+        await self.feed.wait_until(position, deadline, self.name, alive)
 
     async def status(self) -> ProjectionStatus:
         head = await self.store.head_position()

@@ -13,7 +13,8 @@ from typing import Any, Literal, Self
 
 from ._clock import Clock, SystemClock
 from ._events import Event, NewEvent, RecordedEvent
-from ._exceptions import DomainError, ProjectionTimeout, StreamNotFound
+from ._exceptions import DomainError, StreamNotFound
+from ._feed import Feed
 from ._internal_events import DeadlineCancelled, DeadlineFired, DeadlineScheduled
 from ._saga import SAGA_NAMESPACE, Deadline, Saga, SagaContext
 from ._sinks import ParkedEvent, ReadModelSink, describe
@@ -23,7 +24,6 @@ from ._stream_ids import category_of
 __all__ = ["SagaOptions", "SagaRunner"]
 
 logger = logging.getLogger("evsrc.sagas")
-_STOP = object()
 _CLAIMED, _DONE = "claimed", "done"
 
 
@@ -141,62 +141,43 @@ class _SagaWorker:
         self.options = options
         self.clock = clock
         self.deadlines = DeadlineBook(store, saga.name, clock)
-        self.checkpoint = 0
         self._recover_until = 0
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2 * options.batch_size)
-        self._advanced = asyncio.Event()
+        # Every event, filtered in _handle: the checkpoint then moves past events of other
+        # categories too, so waiting for any position works (sagas handle few events each).
+        self.feed = Feed(store, None, options.batch_size, 0)
         self._tasks: list[asyncio.Task[None]] = []
         self._applying = asyncio.Lock()
 
     async def start(self) -> None:
         name = self.saga.name
-        self.checkpoint = await self.sink.load_position(name, _DONE, 0)
+        feed = self.feed
+        feed.checkpoint = await self.sink.load_position(name, _DONE, 0)
         self._recover_until = await self.sink.load_position(name, _CLAIMED, 0)
-        if self.checkpoint == 0 and self._recover_until == 0 and self.options.start == "end":
-            self.checkpoint = await self.store.head_position()
+        if feed.checkpoint == 0 and self._recover_until == 0 and self.options.start == "end":
+            feed.checkpoint = await self.store.head_position()
             async with self.sink.transaction() as tx:
-                await self.sink.save_position(tx, name, _DONE, 0, self.checkpoint)
+                await self.sink.save_position(tx, name, _DONE, 0, feed.checkpoint)
         await self.deadlines.load()
+        feed.start(f"saga-{name}")
         self._tasks = [
-            asyncio.create_task(self._read(), name=f"evsrc-saga-read-{name}"),
             asyncio.create_task(self._apply_batches(), name=f"evsrc-saga-apply-{name}"),
             asyncio.create_task(self._fire_deadlines(), name=f"evsrc-saga-deadlines-{name}"),
         ]
 
+    @property
+    def checkpoint(self) -> int:
+        return self.feed.checkpoint
+
     async def stop(self) -> None:
-        reader, _, timer = self._tasks
-        for task in (reader, timer):
-            task.cancel()
-        while not self._queue.empty():
-            self._queue.get_nowait()
-        self._queue.put_nowait(_STOP)
+        self._tasks[-1].cancel()  # the deadline timer; the applier stops at the feed's end
+        await self.feed.stop()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    async def _read(self) -> None:
-        # Every event, filtered here: the checkpoint then moves past events of other
-        # categories too, so waiting for any position works (sagas handle few events each).
-        subscription = self.store.subscribe(from_position=self.checkpoint + 1)
-        try:
-            async for record in subscription:
-                await self._queue.put(record)
-        finally:
-            await subscription.aclose()
-
     async def _apply_batches(self) -> None:
         name = self.saga.name
-        while True:
-            first = await self._queue.get()
-            if first is _STOP:
-                return
-            batch = [first]
-            while len(batch) < self.options.batch_size and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is _STOP:
-                    self._queue.put_nowait(_STOP)
-                    break
-                batch.append(item)
+        while (batch := await self.feed.next_batch()) is not None:
             async with self._applying:
                 last = batch[-1].position
                 if last > self._recover_until:
@@ -208,8 +189,7 @@ class _SagaWorker:
                     await self._handle(record)
                 async with self.sink.transaction() as tx:
                     await self.sink.save_position(tx, name, _DONE, 0, last)
-            self.checkpoint = last
-            self._wake()
+            self.feed.advance(last)
 
     async def _handle(self, record: RecordedEvent[Event]) -> None:
         categories = self.saga.categories
@@ -301,18 +281,8 @@ class _SagaWorker:
                         logger.error("deadline %s for %s parked", deadline.name, deadline.key)
                 await self.deadlines.fired(deadline)
 
-    def _wake(self) -> None:
-        advanced, self._advanced = self._advanced, asyncio.Event()
-        advanced.set()
-
     async def wait_until(self, position: int, deadline: float) -> None:
-        while self.checkpoint < position:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ProjectionTimeout(self.saga.name, position, self.checkpoint)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._advanced.wait()
+        await self.feed.wait_until(position, deadline, self.saga.name, lambda: True)
 
 
 class SagaRunner:
