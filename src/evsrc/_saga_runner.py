@@ -13,7 +13,7 @@ from typing import Any, Literal, Self
 
 from ._clock import Clock, SystemClock
 from ._events import Event, NewEvent, RecordedEvent
-from ._exceptions import DomainError, StreamNotFound
+from ._exceptions import DomainError, DuplicateEventId, StreamNotFound
 from ._feed import Feed
 from ._internal_events import DeadlineCancelled, DeadlineFired, DeadlineScheduled
 from ._saga import SAGA_NAMESPACE, Deadline, Saga, SagaContext
@@ -98,8 +98,6 @@ class DeadlineBook:
         self.pending.pop(deadline.deadline_id, None)
 
     async def _append(self, event: Event, event_id: uuid.UUID) -> None:
-        from ._exceptions import DuplicateEventId
-
         with contextlib.suppress(DuplicateEventId):  # written by an earlier run of this handler
             await self._store.append(self._stream_id, [NewEvent(event, event_id)])
 
