@@ -2,8 +2,8 @@
 
 Each figure is one JSON line::
 
-    {"suite", "name", "unit", "better": "higher"|"lower", "evsrc": number,
-     "baseline": {"name", "value"} or null, "ratio": evsrc/baseline or null}
+    {"suite", "name", "unit", "better": "higher"|"lower", "eventtape": number,
+     "baseline": {"name", "value"} or null, "ratio": eventtape/baseline or null}
 
 Both sides of a figure are measured in the same process, interleaved round by round, and the
 best round of each is kept: on a shared, noisy machine the best round is the one least
@@ -42,7 +42,7 @@ def emit(
     name: str,
     unit: str,
     better: Better,
-    evsrc: float,
+    eventtape: float,
     baseline: tuple[str, float] | None = None,
 ) -> None:
     """Print one figure as a JSON line."""
@@ -51,11 +51,13 @@ def emit(
         "name": name,
         "unit": unit,
         "better": better,
-        "evsrc": round(evsrc, 4),
+        "eventtape": round(eventtape, 4),
         "baseline": None
         if baseline is None
         else {"name": baseline[0], "value": round(baseline[1], 4)},
-        "ratio": None if baseline is None or baseline[1] == 0 else round(evsrc / baseline[1], 3),
+        "ratio": None
+        if baseline is None or baseline[1] == 0
+        else round(eventtape / baseline[1], 3),
     }
     print(json.dumps(record), flush=True)
     sys.stdout.flush()

@@ -1,6 +1,6 @@
-"""Core suite: evsrc's in-memory store and repository against the ``eventsourcing`` library.
+"""Core suite: eventtape's in-memory store and repository against the ``eventsourcing`` library.
 
-Identical work on both sides, with each library's in-memory persistence (evsrc's
+Identical work on both sides, with each library's in-memory persistence (eventtape's
 ``InMemoryEventStore`` in its default round-trip mode, eventsourcing's POPO recorder): an order
 aggregate placed by a user, then items added. The state stays small however long the stream
 (quantities per SKU and a running total), so load figures measure replay and snapshots, not
@@ -22,7 +22,7 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate as EsAggregate
 from eventsourcing.domain import event as es_event
 
-from evsrc import (
+from eventtape import (
     Aggregate,
     DomainError,
     Event,
@@ -39,7 +39,7 @@ SUITE = "core"
 SKUS = ["apple", "pear", "plum", "fig", "kiwi"]
 PRICE = Decimal("1.25")
 
-# -- evsrc side --------------------------------------------------------------------------
+# -- eventtape side --------------------------------------------------------------------------
 
 
 class OrderPlaced(Event):
@@ -118,7 +118,7 @@ def es_app(snapshotting: bool = False) -> Application:
 def commands_figures(runner: asyncio.Runner, orders_per_round: int, rounds: int) -> None:
     events = orders_per_round * 5
 
-    def evsrc_each() -> None:
+    def eventtape_each() -> None:
         async def work() -> None:
             repo = Repository(InMemoryEventStore(REGISTRY), Order)
             for n in range(orders_per_round):
@@ -141,7 +141,7 @@ def commands_figures(runner: asyncio.Runner, orders_per_round: int, rounds: int)
                 loaded.add_item(SKUS[k], 1, PRICE)
                 app.save(loaded)
 
-    def evsrc_once() -> None:
+    def eventtape_once() -> None:
         async def work() -> None:
             repo = Repository(InMemoryEventStore(REGISTRY), Order)
             for n in range(orders_per_round):
@@ -161,8 +161,8 @@ def commands_figures(runner: asyncio.Runner, orders_per_round: int, rounds: int)
             app.save(order)
 
     for name, ours, theirs in (
-        ("save_each_command", evsrc_each, es_each),
-        ("save_once", evsrc_once, es_once),
+        ("save_each_command", eventtape_each, es_each),
+        ("save_once", eventtape_once, es_once),
     ):
         ours_s, theirs_s = interleaved(ours, theirs, rounds)
         emit(
@@ -172,7 +172,7 @@ def commands_figures(runner: asyncio.Runner, orders_per_round: int, rounds: int)
 
 def load_figures(runner: asyncio.Runner, sizes: list[int], rounds: int) -> None:
     for size in sizes:
-        # evsrc: one stream of `size` events, a snapshot of it in a separate repository.
+        # eventtape: one stream of `size` events, a snapshot of it in a separate repository.
         store, snapshots = InMemoryEventStore(REGISTRY), InMemorySnapshotStore()
         plain = Repository(store, Order)
         snapshotting = Repository(store, Order, snapshots=snapshots)

@@ -1,12 +1,12 @@
-"""JetStream suite: evsrc's JetStream store against raw nats-py on the same local nats-server.
+"""JetStream suite: eventtape's JetStream store against raw nats-py on the same local nats-server.
 
 Every figure is measured in one run, on one server, side by side with raw nats-py doing the
-same work: the same subjects, the same message bodies (evsrc's own encoding, precomputed for
+same work: the same subjects, the same message bodies (eventtape's own encoding, precomputed for
 the raw side), the same ``Nats-Expected-Last-Subject-Sequence`` header, the same concurrency.
 
 Figures: ``concurrent_append_1`` and ``concurrent_append_3`` (appends/s, 256 in flight),
 ``sequential_append_p50`` / ``_p99`` (ms), ``load_100`` and ``load_10000_snapshot`` (ms, against
-the round trip of one direct get). Uses EVSRC_BENCH_NATS_URL if set, else starts nats-server.
+the round trip of one direct get). Uses EVENTTAPE_BENCH_NATS_URL if set, else starts nats-server.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from uuid import uuid4
 import nats
 from nats.aio.client import Client
 
-from evsrc import Metadata, NewEvent, Repository
-from evsrc.stores.jetstream import JetStreamConfig, JetStreamEventStore, JetStreamSnapshotStore
-from evsrc.stores.jetstream._codec import encode_append
+from eventtape import Metadata, NewEvent, Repository
+from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore, JetStreamSnapshotStore
+from eventtape.stores.jetstream._codec import encode_append
 
 from ._harness import emit
 from .core import PRICE, REGISTRY, SKUS, ItemAdded, Order
@@ -39,8 +39,8 @@ STREAMS_PER_WORKER = 4
 
 @contextlib.contextmanager
 def nats_server() -> Iterator[str]:
-    """Yield a server URL: EVSRC_BENCH_NATS_URL, or a fresh local nats-server."""
-    url = os.environ.get("EVSRC_BENCH_NATS_URL")
+    """Yield a server URL: EVENTTAPE_BENCH_NATS_URL, or a fresh local nats-server."""
+    url = os.environ.get("EVENTTAPE_BENCH_NATS_URL")
     if url:
         yield url
         return
@@ -72,7 +72,7 @@ _EVENTS = {
 }
 
 
-async def evsrc_concurrent(store: JetStreamEventStore, appends: int, per_append: int) -> float:
+async def eventtape_concurrent(store: JetStreamEventStore, appends: int, per_append: int) -> float:
     """Appends/s with IN_FLIGHT workers, each appending to its own streams at exact versions."""
     rounds = appends // (IN_FLIGHT * STREAMS_PER_WORKER)
     run = uuid4().hex[:6]
@@ -193,13 +193,13 @@ async def main(url: str, quick: bool) -> None:
     prefix = store.config.subject_prefix
     try:
         # Warm both paths up, then alternate sides and keep each side's best.
-        await evsrc_concurrent(store, IN_FLIGHT * STREAMS_PER_WORKER, 1)
+        await eventtape_concurrent(store, IN_FLIGHT * STREAMS_PER_WORKER, 1)
         await raw_concurrent(nc, prefix, IN_FLIGHT * STREAMS_PER_WORKER, 1)
         best: dict[str, float] = {"ours1": 0, "ours3": 0, "raw1": 0}
         for _ in range(2 if quick else 3):
             best["raw1"] = max(best["raw1"], await raw_concurrent(nc, prefix, appends, 1))
-            best["ours1"] = max(best["ours1"], await evsrc_concurrent(store, appends, 1))
-            best["ours3"] = max(best["ours3"], await evsrc_concurrent(store, appends, 3))
+            best["ours1"] = max(best["ours1"], await eventtape_concurrent(store, appends, 1))
+            best["ours3"] = max(best["ours3"], await eventtape_concurrent(store, appends, 3))
         emit(
             SUITE,
             "concurrent_append_1",
@@ -214,7 +214,7 @@ async def main(url: str, quick: bool) -> None:
             "appends/s",
             "higher",
             best["ours3"],
-            ("evsrc, 1 event per append", best["ours1"]),
+            ("eventtape, 1 event per append", best["ours1"]),
         )
 
         ours, theirs = await latencies(store, 300 if quick else 2000)
@@ -240,7 +240,7 @@ async def main(url: str, quick: bool) -> None:
         load_100 = await load_ms(plain, "load100", 20)
         emit(SUITE, "load_100", "ms", "lower", load_100, ("raw direct get", raw))
         # The same 100 messages fetched by raw nats-py (one batched direct get, no decoding):
-        # what reading them costs before evsrc does anything.
+        # what reading them costs before eventtape does anything.
         raw_batch = await raw_batch_ms(nc, store.config.stream, subject, 20)
         emit(
             SUITE,

@@ -8,7 +8,7 @@
 - ``rebuild_peak_rss_mb``: peak RSS of a process rebuilding a long JetStream history into
   SQLite, against the same process's RSS before it started reading.
 
-Uses EVSRC_BENCH_NATS_URL / EVSRC_BENCH_POSTGRES_URL if set, else starts the servers.
+Uses EVENTTAPE_BENCH_NATS_URL / EVENTTAPE_BENCH_POSTGRES_URL if set, else starts the servers.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from evsrc import (
+from eventtape import (
     Event,
     EventRegistry,
     InMemoryEventStore,
@@ -38,7 +38,7 @@ from evsrc import (
     RunnerOptions,
     handles,
 )
-from evsrc.sinks.sqlite import SqliteSink
+from eventtape.sinks.sqlite import SqliteSink
 
 from ._harness import emit
 from .jetstream import nats_server
@@ -85,7 +85,7 @@ class Balances(Projection[Any]):
 
 @contextlib.contextmanager
 def postgres_server() -> Iterator[str]:
-    url = os.environ.get("EVSRC_BENCH_POSTGRES_URL")
+    url = os.environ.get("EVENTTAPE_BENCH_POSTGRES_URL")
     if url:
         yield url
         return
@@ -139,7 +139,7 @@ async def rebuild_figures(quick: bool) -> None:
             ours,
             ("one event per transaction", naive),
         )
-    from evsrc.sinks.postgres import PostgresSink
+    from eventtape.sinks.postgres import PostgresSink
 
     with postgres_server() as url:
         sinks = [PostgresSink(url, schema=f"b{uuid4().hex[:10]}") for _ in range(2)]
@@ -194,7 +194,7 @@ async def live_figures(quick: bool) -> None:
     lags = await live_lags(InMemoryEventStore(REGISTRY), seconds)
     emit(SUITE, "live_lag_p50_memory", "ms", "lower", percentile(lags, 50))
     emit(SUITE, "live_lag_p99_memory", "ms", "lower", percentile(lags, 99))
-    from evsrc.stores.jetstream import JetStreamConfig, JetStreamEventStore
+    from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
 
     with nats_server() as url:
         name = f"L{uuid4().hex[:10]}"
@@ -210,7 +210,7 @@ async def live_figures(quick: bool) -> None:
 
 
 async def fill_jetstream(url: str, name: str, events: int) -> None:
-    from evsrc.stores.jetstream import JetStreamConfig, JetStreamEventStore
+    from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
 
     config = JetStreamConfig(stream=name, subject_prefix=f"rss.{name}")
     store = await JetStreamEventStore.connect(url, REGISTRY, config=config)
@@ -238,7 +238,7 @@ def peak_rss_mb() -> float:
 
 
 async def rebuild_in_this_process(url: str, name: str, db: str) -> None:
-    from evsrc.stores.jetstream import JetStreamConfig, JetStreamEventStore
+    from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
 
     config = JetStreamConfig(stream=name, subject_prefix=f"rss.{name}")
     store = await JetStreamEventStore.connect(url, REGISTRY, config=config)

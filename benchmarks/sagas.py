@@ -21,8 +21,8 @@ from uuid import uuid4
 
 from tests.shop import SHOP_REGISTRY, Fulfillment, Inventory, Order, Shop, Wallet
 
-from evsrc import EventStore, InMemoryEventStore, SagaRunner
-from evsrc.sinks.sqlite import SqliteSink
+from eventtape import EventStore, InMemoryEventStore, SagaRunner
+from eventtape.sinks.sqlite import SqliteSink
 
 from ._harness import emit
 from .jetstream import nats_server
@@ -140,7 +140,7 @@ async def main(quick: bool) -> None:
     emit(SUITE, "saga_latency_p50", "ms", "lower", percentile(lags, 50))
     emit(SUITE, "saga_latency_p99", "ms", "lower", percentile(lags, 99))
 
-    from evsrc.stores.jetstream import JetStreamConfig, JetStreamEventStore
+    from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
 
     with nats_server() as url:
 

@@ -1,4 +1,4 @@
-"""The core of evsrc in one minute: who cancelled order 12345, when, and what was it before?
+"""The core of eventtape in one minute: who cancelled order 12345, when, and what was it before?
 
 Run it with ``python examples/core_demo.py``. It uses the in-memory store; the order shop in
 ``examples/order_shop`` tells the same story over HTTP on NATS JetStream.
@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
-from evsrc import (
+from eventtape import (
     Aggregate,
     ConcurrencyError,
     DomainError,

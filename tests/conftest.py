@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from evsrc import EventRegistry, InMemoryEventStore
+from eventtape import EventRegistry, InMemoryEventStore
 from tests.domain import REGISTRY
 from tests.servers import env_nats_url, running_nats
 
@@ -25,7 +25,7 @@ async def store(registry: EventRegistry) -> InMemoryEventStore:
 
 @pytest.fixture(scope="session")
 def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A JetStream-enabled nats-server for the session (or EVSRC_TEST_NATS_URL)."""
+    """A JetStream-enabled nats-server for the session (or EVENTTAPE_TEST_NATS_URL)."""
     url = env_nats_url()
     if url is not None:
         yield url
@@ -36,8 +36,8 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A PostgreSQL server for the session (or EVSRC_TEST_POSTGRES_URL)."""
-    url = os.environ.get("EVSRC_TEST_POSTGRES_URL")
+    """A PostgreSQL server for the session (or EVENTTAPE_TEST_POSTGRES_URL)."""
+    url = os.environ.get("EVENTTAPE_TEST_POSTGRES_URL")
     if url:
         yield url
         return

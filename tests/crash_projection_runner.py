@@ -9,9 +9,9 @@ import asyncio
 import sys
 from typing import Any
 
-from evsrc import ProjectionRunner, RecordedEvent, RunnerOptions
-from evsrc.sinks.sqlite import SqliteSink
-from evsrc.stores.jetstream import JetStreamConfig, JetStreamEventStore
+from eventtape import ProjectionRunner, RecordedEvent, RunnerOptions
+from eventtape.sinks.sqlite import SqliteSink
+from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
 from tests.domain import REGISTRY
 from tests.projections import OrderSummary
 

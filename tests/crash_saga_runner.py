@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from evsrc import SagaOptions, SagaRunner
-from evsrc.sinks.sqlite import SqliteSink
-from evsrc.stores.jetstream import JetStreamConfig, JetStreamEventStore
+from eventtape import SagaOptions, SagaRunner
+from eventtape.sinks.sqlite import SqliteSink
+from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
 from tests.shop import SHOP_REGISTRY, Fulfillment, OrderProcess, Shop
 
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
-from evsrc import Aggregate, DomainError, Event, EventRegistry, applies
+from eventtape import Aggregate, DomainError, Event, EventRegistry, applies
 
 
 class LineItem(BaseModel):

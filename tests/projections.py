@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evsrc import Projection, RecordedEvent, handles
+from eventtape import Projection, RecordedEvent, handles
 from tests.domain import ItemAdded, OrderCancelled, OrderPaid, OrderPlaced
 
 ORDER_SCHEMA = (

@@ -100,4 +100,4 @@ def running_nats(store_dir: Path, *, sync_always: bool = False) -> Iterator[Nats
 
 
 def env_nats_url() -> str | None:
-    return os.environ.get("EVSRC_TEST_NATS_URL") or None
+    return os.environ.get("EVENTTAPE_TEST_NATS_URL") or None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from evsrc import (
+from eventtape import (
     Aggregate,
     Deadline,
     DomainError,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evsrc import Aggregate, Event, MissingApplyHandler, applies
-from evsrc.testing import AggregateScenario
+from eventtape import Aggregate, Event, MissingApplyHandler, applies
+from eventtape.testing import AggregateScenario
 from tests.domain import ItemAdded, Order, OrderCancelled, OrderError, OrderPaid, OrderPlaced, item
 
 

@@ -1,4 +1,4 @@
-"""The evsrc command line against a real nats-server."""
+"""The eventtape command line against a real nats-server."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from uuid import uuid4
 
 import pytest
 
-from evsrc import (
+from eventtape import (
     ProjectionRunner,
     RecordedEvent,
     Repository,
@@ -21,9 +21,9 @@ from evsrc import (
     metadata_scope,
     reacts_to,
 )
-from evsrc.cli import main
-from evsrc.sinks.sqlite import SqliteSink
-from evsrc.stores.jetstream import JetStreamConfig, JetStreamEventStore
+from eventtape.cli import main
+from eventtape.sinks.sqlite import SqliteSink
+from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
 from tests.domain import REGISTRY, Order, OrderPlaced, item
 from tests.projections import OrderSummary
 

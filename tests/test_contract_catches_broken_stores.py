@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from evsrc import (
+from eventtape import (
     AppendResult,
     Event,
     EventRegistry,
@@ -18,7 +18,7 @@ from evsrc import (
     NewEvent,
     StreamState,
 )
-from evsrc.testing import EventStoreContract
+from eventtape.testing import EventStoreContract
 
 
 class IgnoresExpectedVersion(InMemoryEventStore):

@@ -8,9 +8,9 @@ from uuid import uuid4
 
 import pytest
 
-from evsrc import EventRegistry
-from evsrc.stores.jetstream import JetStreamConfig, JetStreamEventStore
-from evsrc.testing import EventStoreContract
+from eventtape import EventRegistry
+from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
+from eventtape.testing import EventStoreContract
 
 
 @contextlib.asynccontextmanager

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from evsrc import EventRegistry, InMemoryEventStore
-from evsrc.testing import EventStoreContract
+from eventtape import EventRegistry, InMemoryEventStore
+from eventtape.testing import EventStoreContract
 
 
 class TestInMemoryStore(EventStoreContract):

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from evsrc import (
+from eventtape import (
     Event,
     EventRegistrationError,
     EventRegistry,
@@ -175,7 +175,7 @@ def test_duplicate_upcaster_is_refused() -> None:
 def test_new_event_ids_are_real_version_4_uuids() -> None:
     import uuid
 
-    from evsrc._events import new_event_id
+    from eventtape._core.events import new_event_id
 
     ids = [new_event_id() for _ in range(1000)]
     assert len(set(ids)) == 1000

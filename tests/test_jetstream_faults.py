@@ -1,7 +1,8 @@
 """Server restarts and kill -9 against the JetStream store: nothing acknowledged is lost,
 nothing is duplicated, subscriptions resume where they were.
 
-Sizes are small by default so CI stays fast; EVSRC_CRASH_ROUNDS and EVSRC_CRASH_APPENDERS make
+Sizes are small by default so CI stays fast; EVENTTAPE_CRASH_ROUNDS and
+EVENTTAPE_CRASH_APPENDERS make
 the crash test longer.
 """
 
@@ -16,8 +17,8 @@ from uuid import UUID
 
 import pytest
 
-from evsrc import ConcurrencyError, Event, NewEvent, RecordedEvent, StoreUnavailable
-from evsrc.stores.jetstream import JetStreamConfig, JetStreamEventStore
+from eventtape import ConcurrencyError, Event, NewEvent, RecordedEvent, StoreUnavailable
+from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
 from tests.domain import REGISTRY, OrderCancelled
 from tests.servers import NatsServer
 
@@ -75,8 +76,8 @@ async def test_subscription_resumes_after_a_server_restart(tmp_path: Path) -> No
 
 
 async def test_kill_9_loses_no_acknowledged_append_and_duplicates_nothing(tmp_path: Path) -> None:
-    rounds = int(os.environ.get("EVSRC_CRASH_ROUNDS", "3"))
-    appenders = int(os.environ.get("EVSRC_CRASH_APPENDERS", "8"))
+    rounds = int(os.environ.get("EVENTTAPE_CRASH_ROUNDS", "3"))
+    appenders = int(os.environ.get("EVENTTAPE_CRASH_APPENDERS", "8"))
     server = NatsServer(tmp_path / "nats", sync_always=True)
     server.start()
     acknowledged: set[UUID] = set()

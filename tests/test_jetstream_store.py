@@ -10,7 +10,7 @@ from uuid import uuid4
 import nats
 import pytest
 
-from evsrc import (
+from eventtape import (
     ConcurrencyError,
     EveryNEvents,
     NewEvent,
@@ -20,7 +20,7 @@ from evsrc import (
     StreamState,
     UnknownEventType,
 )
-from evsrc.stores.jetstream import (
+from eventtape.stores.jetstream import (
     MAX_EVENTS_PER_APPEND,
     JetStreamConfig,
     JetStreamEventStore,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import field_serializer
 
-from evsrc import Event, EventRegistry, InMemoryEventStore, SerializationError
+from eventtape import Event, EventRegistry, InMemoryEventStore, SerializationError
 from tests.domain import OrderCancelled
 
 
@@ -75,7 +75,7 @@ async def test_filters_take_collections_not_strings(store: InMemoryEventStore) -
 
 async def test_an_id_stored_anywhere_in_the_batch_is_refused(store: InMemoryEventStore) -> None:
     """The in-memory store indexes every event id (JetStream checks an append's first id)."""
-    from evsrc import DuplicateEventId, NewEvent
+    from eventtape import DuplicateEventId, NewEvent
 
     stored = NewEvent(OrderCancelled(reason="a"))
     await store.append("order-1", [stored])

@@ -18,8 +18,8 @@ from examples.order_shop.app import create_app
 from examples.order_shop.read_model import OrdersView
 from examples.order_shop.runtime import Settings, Shop
 
-from evsrc import ManualClock, ProjectionRunner, StoreUnavailable
-from evsrc.sinks.sqlite import SqliteSink
+from eventtape import ManualClock, ProjectionRunner, StoreUnavailable
+from eventtape.sinks.sqlite import SqliteSink
 
 ADMIN, ALICE, BOB = "demo-admin", "demo-customer-789", "demo-customer-42"
 

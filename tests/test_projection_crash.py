@@ -1,7 +1,7 @@
 """A projection runner killed with SIGKILL mid-batch, again and again, while events keep
 coming: afterwards no event was applied twice and none was skipped.
 
-EVSRC_CRASH_ROUNDS makes it longer.
+EVENTTAPE_CRASH_ROUNDS makes it longer.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from uuid import uuid4
 
 import pytest
 
-from evsrc import ProjectionRunner, Repository
-from evsrc.sinks.sqlite import SqliteSink
-from evsrc.stores.jetstream import JetStreamConfig, JetStreamEventStore
+from eventtape import ProjectionRunner, Repository
+from eventtape.sinks.sqlite import SqliteSink
+from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
 from tests.domain import REGISTRY, Order, item
 from tests.projections import OrderSummary
 
@@ -59,14 +59,14 @@ def kill(process: subprocess.Popen[str]) -> None:
 
 def checkpoint(db: Path) -> int:
     with contextlib.closing(sqlite3.connect(db)) as connection:
-        row = connection.execute("SELECT max(position) FROM evsrc_checkpoints").fetchone()
+        row = connection.execute("SELECT max(position) FROM eventtape_checkpoints").fetchone()
     return int(row[0] or 0)
 
 
 async def test_sigkill_mid_batch_applies_every_event_exactly_once(
     nats_url: str, tmp_path: Path
 ) -> None:
-    rounds = int(os.environ.get("EVSRC_CRASH_ROUNDS", "6"))
+    rounds = int(os.environ.get("EVENTTAPE_CRASH_ROUNDS", "6"))
     name = f"P{uuid4().hex[:10]}"
     config = JetStreamConfig(stream=name, subject_prefix=f"p.{name}")
     store = await JetStreamEventStore.connect(nats_url, REGISTRY, config=config)

@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evsrc import (
+from eventtape import (
     AggregateNotFound,
     ConcurrencyError,
     InMemoryEventStore,
@@ -19,7 +19,7 @@ from evsrc import (
     Repository,
     RunnerOptions,
 )
-from evsrc.sinks.sqlite import SqliteSink
+from eventtape.sinks.sqlite import SqliteSink
 from tests.domain import REGISTRY, Order, OrderError, item
 from tests.projections import OrderSummary
 

@@ -12,7 +12,7 @@ from uuid import uuid4
 
 import pytest
 
-from evsrc import (
+from eventtape import (
     InMemoryEventStore,
     ProjectionFailed,
     ProjectionRunner,
@@ -20,7 +20,7 @@ from evsrc import (
     Repository,
     RunnerOptions,
 )
-from evsrc.sinks.sqlite import SqliteSink
+from eventtape.sinks.sqlite import SqliteSink
 from tests.domain import REGISTRY, Order, OrderCancelled, item
 from tests.projections import OrderSummary, Poisoned
 
@@ -40,7 +40,7 @@ class Backend:
         if self.kind == "sqlite":
             sink: Any = SqliteSink(self._path)
         else:
-            from evsrc.sinks.postgres import PostgresSink
+            from eventtape.sinks.postgres import PostgresSink
 
             assert self._url is not None
             sink = PostgresSink(self._url, schema=self._schema)
@@ -148,7 +148,7 @@ async def test_a_poisoned_event_stops_its_projection_only(
         await store.append("order-1", [OrderCancelled(reason=reason)])
     sink = backend.sink()
     options = RunnerOptions(max_attempts=3, backoff=0.001)
-    with caplog.at_level(logging.WARNING, logger="evsrc.projections"):
+    with caplog.at_level(logging.WARNING, logger="eventtape.projections"):
         async with ProjectionRunner(
             store, sink, [backend.poisoned(), backend.summary()], options
         ) as runner:
@@ -261,7 +261,7 @@ async def test_batches_are_bounded(backend: Backend) -> None:
 
 
 async def test_partitions_split_the_streams(backend: Backend) -> None:
-    from evsrc import Partition
+    from eventtape import Partition
 
     store = InMemoryEventStore(REGISTRY)
     orders = Repository(store, Order)
@@ -277,7 +277,7 @@ async def test_partitions_split_the_streams(backend: Backend) -> None:
     for runner in runners:
         await runner.wait_until(await store.head_position())
     assert len(await rows(sink)) == 40
-    checkpoints = await sink.fetch("SELECT partition FROM evsrc_checkpoints ORDER BY partition")
+    checkpoints = await sink.fetch("SELECT partition FROM eventtape_checkpoints ORDER BY partition")
     assert [r[0] for r in checkpoints] == ["0/3", "1/3", "2/3"]
     for runner in runners:
         await runner.aclose()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import inspect
 
-import evsrc
-import evsrc.testing
+import eventtape
+import eventtape.testing
 
 EXPECTED = [
     "MAX_STREAM_ID_LENGTH",
@@ -21,8 +21,8 @@ EXPECTED = [
     "EventRegistrationError",
     "EventRegistry",
     "EventStore",
+    "EventtapeError",
     "EveryNEvents",
-    "EvsrcError",
     "ExpectedVersion",
     "InMemoryEventStore",
     "InMemorySnapshotStore",
@@ -75,31 +75,33 @@ EXPECTED = [
 
 
 def test_all_is_exactly_the_intended_list() -> None:
-    assert evsrc.__all__ == EXPECTED
+    assert eventtape.__all__ == EXPECTED
 
 
 def test_every_public_name_exists_and_is_documented() -> None:
-    for name in evsrc.__all__:
-        member = getattr(evsrc, name)
+    for name in eventtape.__all__:
+        member = getattr(eventtape, name)
         if inspect.isclass(member) or inspect.isfunction(member):
-            assert member.__doc__, f"evsrc.{name} has no docstring"
-    for name in evsrc.testing.__all__:
-        assert getattr(evsrc.testing, name).__doc__, f"evsrc.testing.{name} has no docstring"
+            assert member.__doc__, f"eventtape.{name} has no docstring"
+    for name in eventtape.testing.__all__:
+        assert getattr(eventtape.testing, name).__doc__, (
+            f"eventtape.testing.{name} has no docstring"
+        )
 
 
 def test_errors_share_one_base() -> None:
-    errors = [getattr(evsrc, n) for n in evsrc.__all__ if n.endswith(("Error", "NotFound"))]
-    errors += [evsrc.InvalidStreamId, evsrc.DuplicateEventId, evsrc.UnknownEventType]
+    errors = [getattr(eventtape, n) for n in eventtape.__all__ if n.endswith(("Error", "NotFound"))]
+    errors += [eventtape.InvalidStreamId, eventtape.DuplicateEventId, eventtape.UnknownEventType]
     for error in errors:
-        assert issubclass(error, evsrc.EvsrcError)
+        assert issubclass(error, eventtape.EventtapeError)
 
 
-def test_importing_evsrc_needs_only_the_core_dependencies() -> None:
+def test_importing_eventtape_needs_only_the_core_dependencies() -> None:
     import subprocess
     import sys
 
     code = (
-        "import sys, evsrc; "
+        "import sys, eventtape; "
         "bad = [m for m in ('nats', 'asyncpg', 'pytest', 'hypothesis') if m in sys.modules]; "
         "print(bad)"
     )

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from evsrc import (
+from eventtape import (
     AggregateNotFound,
     ConcurrencyError,
     EveryNEvents,
@@ -209,7 +209,7 @@ async def test_snapshot_that_no_longer_fits_is_ignored(
     order = await grow(orders, "1", 3)
     snapshot = await orders.take_snapshot(order)
     await snapshots.save(snapshot.replace(state={**snapshot.state, "paid": "not money"}))
-    with caplog.at_level(logging.WARNING, logger="evsrc"):
+    with caplog.at_level(logging.WARNING, logger="eventtape"):
         loaded = await orders.load("1")
     assert loaded.total == order.total
     assert "no longer fits" in caplog.text
@@ -225,7 +225,7 @@ async def test_take_snapshot_needs_a_saved_aggregate(registry: Any) -> None:
 
 
 async def test_unannotated_state_cannot_be_snapshotted() -> None:
-    from evsrc import Aggregate
+    from eventtape import Aggregate
 
     class Loose(Aggregate):
         def __init__(self, id: str) -> None:
@@ -246,7 +246,7 @@ async def test_failed_snapshot_does_not_fail_the_save(
     orders = Repository(
         InMemoryEventStore(registry), Order, snapshots=Broken(), snapshot_policy=EveryNEvents(1)
     )
-    with caplog.at_level(logging.WARNING, logger="evsrc"):
+    with caplog.at_level(logging.WARNING, logger="eventtape"):
         await orders.save(Order.place("1", "u", [item()]))
     assert (await orders.load("1")).version == 1
     assert "snapshot of order-1 failed" in caplog.text

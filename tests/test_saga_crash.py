@@ -1,6 +1,6 @@
 """Saga runners killed with SIGKILL between any two steps, again and again, while orders keep
 coming: in the end every order is completed or fully compensated, money and stock are
-conserved, and no command was applied twice. EVSRC_CRASH_ROUNDS makes it longer."""
+conserved, and no command was applied twice. EVENTTAPE_CRASH_ROUNDS makes it longer."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from uuid import uuid4
 
 import pytest
 
-from evsrc.stores.jetstream import JetStreamConfig, JetStreamEventStore
+from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
 from tests.shop import SHOP_REGISTRY
 from tests.test_sagas import check_invariants, open_shop, place
 
@@ -57,7 +57,8 @@ def kill(process: subprocess.Popen[str]) -> None:
 def done(db: Path, saga: str) -> int:
     with contextlib.closing(sqlite3.connect(db)) as connection:
         row = connection.execute(
-            "SELECT position FROM evsrc_checkpoints WHERE projection = ? AND partition = 'done'",
+            "SELECT position FROM eventtape_checkpoints"
+            " WHERE projection = ? AND partition = 'done'",
             (saga,),
         ).fetchone()
     return int(row[0]) if row else 0
@@ -69,7 +70,7 @@ def done(db: Path, saga: str) -> int:
 async def test_sigkill_between_steps_keeps_every_invariant(
     nats_url: str, tmp_path: Path, kind: str, saga: str
 ) -> None:
-    rounds = int(os.environ.get("EVSRC_CRASH_ROUNDS", "5"))
+    rounds = int(os.environ.get("EVENTTAPE_CRASH_ROUNDS", "5"))
     name = f"G{uuid4().hex[:10]}"
     config = JetStreamConfig(stream=name, subject_prefix=f"g.{name}")
     store = await JetStreamEventStore.connect(nats_url, SHOP_REGISTRY, config=config)

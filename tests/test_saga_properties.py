@@ -12,7 +12,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evsrc import (
+from eventtape import (
     AppendResult,
     Event,
     ExpectedVersion,
@@ -24,7 +24,7 @@ from evsrc import (
     StoreUnavailable,
     StreamState,
 )
-from evsrc.sinks.sqlite import SqliteSink
+from eventtape.sinks.sqlite import SqliteSink
 from tests.shop import SHOP_REGISTRY, Fulfillment, OrderProcess
 from tests.test_sagas import check_invariants, open_shop, place, settle
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from evsrc import (
+from eventtape import (
     EventStore,
     InMemoryEventStore,
     ManualClock,
@@ -19,7 +19,7 @@ from evsrc import (
     SagaRunner,
     reacts_to,
 )
-from evsrc.sinks.sqlite import SqliteSink
+from eventtape.sinks.sqlite import SqliteSink
 from tests.shop import (
     SHOP_REGISTRY,
     Fulfillment,
@@ -154,7 +154,7 @@ async def test_unpaid_order_times_out_after_a_restart(store: InMemoryEventStore)
     assert (await shop.orders.load("1")).status == "cancelled"
     assert (await shop.inventory.load("mug")).available == 10
     counts = await event_counts(store)
-    assert counts[("deadline-fulfillment", "evsrc.DeadlineFired")] == 1
+    assert counts[("deadline-fulfillment", "eventtape.DeadlineFired")] == 1
     assert counts[("order-1", "OrderCancelled")] == 1
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evsrc import MAX_STREAM_ID_LENGTH, InvalidStreamId, category_of, validate_stream_id
+from eventtape import MAX_STREAM_ID_LENGTH, InvalidStreamId, category_of, validate_stream_id
 
 
 @pytest.mark.parametrize(

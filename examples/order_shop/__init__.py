@@ -1,4 +1,4 @@
-"""The order / inventory / payment shop: everything evsrc offers, used the way a team would.
+"""The order / inventory / payment shop: everything eventtape offers, used the way a team would.
 
 domain.py (pure) · sagas.py (choreography with compensations and a payment timeout) ·
 read_model.py (projections) · app.py (HTTP API, who may do what) · runtime.py (wiring:

@@ -18,7 +18,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, Field
 
-from evsrc import (
+from eventtape import (
     Aggregate,
     AggregateNotFound,
     ConcurrencyError,
@@ -102,7 +102,7 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
         finally:
             await shop.stop()
 
-    app = FastAPI(title="evsrc order shop", lifespan=lifespan)
+    app = FastAPI(title="eventtape order shop", lifespan=lifespan)
     app.state.shop = shop
 
     @app.exception_handler(IllegalTransition)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from evsrc import Event, Projection, RecordedEvent, handles
+from eventtape import Event, Projection, RecordedEvent, handles
 
 from .domain import (
     OrderCancelled,

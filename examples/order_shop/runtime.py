@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from evsrc import (
+from eventtape import (
     Clock,
     EventStore,
     EveryNEvents,
@@ -25,7 +25,7 @@ from evsrc import (
     Repository,
     SagaRunner,
 )
-from evsrc.sinks.sqlite import SqliteSink
+from eventtape.sinks.sqlite import SqliteSink
 
 from .domain import REGISTRY, Order, Product, Wallet
 from .read_model import OrdersView, StockView
@@ -142,7 +142,7 @@ class Shop:
         if settings.store == "memory":
             self.store = InMemoryEventStore(REGISTRY)
         else:
-            from evsrc.stores.jetstream import JetStreamConfig, JetStreamEventStore
+            from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
 
             url = settings.store
             if url == "embedded":
@@ -156,7 +156,7 @@ class Shop:
         if settings.store == "memory":
             self.snapshots: Any = InMemorySnapshotStore()
         else:
-            from evsrc.stores.jetstream import JetStreamSnapshotStore
+            from eventtape.stores.jetstream import JetStreamSnapshotStore
 
             self.snapshots = await JetStreamSnapshotStore.open(
                 self.store.nc,  # type: ignore[attr-defined]
@@ -173,7 +173,7 @@ class Shop:
         )
         postgres = bool(settings.read_model and settings.read_model.startswith("postgres"))
         if postgres:
-            from evsrc.sinks.postgres import PostgresSink
+            from eventtape.sinks.postgres import PostgresSink
 
             assert settings.read_model is not None
             self.sink = PostgresSink(settings.read_model, schema=settings.read_model_schema)

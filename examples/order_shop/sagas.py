@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from datetime import timedelta
 
-from evsrc import (
+from eventtape import (
     AggregateNotFound,
     Deadline,
     RecordedEvent,

@@ -1,0 +1,136 @@
+"""eventtape: async-first event sourcing for Python.
+
+Record every change as an immutable event that says who did it and why, rebuild state from
+events, serve queries from read models, and coordinate services with sagas.
+"""
+
+from ._core.clock import Clock as Clock
+from ._core.clock import ManualClock as ManualClock
+from ._core.clock import SystemClock as SystemClock
+from ._core.conditions import AppendResult as AppendResult
+from ._core.conditions import ExpectedVersion as ExpectedVersion
+from ._core.conditions import StreamState as StreamState
+from ._core.context import current_metadata as current_metadata
+from ._core.context import metadata_scope as metadata_scope
+from ._core.errors import AggregateNotFound as AggregateNotFound
+from ._core.errors import ConcurrencyError as ConcurrencyError
+from ._core.errors import DomainError as DomainError
+from ._core.errors import DuplicateEventId as DuplicateEventId
+from ._core.errors import EventRegistrationError as EventRegistrationError
+from ._core.errors import EventtapeError as EventtapeError
+from ._core.errors import InvalidStreamId as InvalidStreamId
+from ._core.errors import MissingApplyHandler as MissingApplyHandler
+from ._core.errors import ProjectionFailed as ProjectionFailed
+from ._core.errors import ProjectionTimeout as ProjectionTimeout
+from ._core.errors import SerializationError as SerializationError
+from ._core.errors import StoreConfigurationError as StoreConfigurationError
+from ._core.errors import StoreUnavailable as StoreUnavailable
+from ._core.errors import StreamNotFound as StreamNotFound
+from ._core.errors import UnknownEventType as UnknownEventType
+from ._core.errors import UpcastError as UpcastError
+from ._core.events import Event as Event
+from ._core.events import Metadata as Metadata
+from ._core.events import NewEvent as NewEvent
+from ._core.events import RecordedEvent as RecordedEvent
+from ._core.registry import EventRegistry as EventRegistry
+from ._core.registry import Upcaster as Upcaster
+from ._core.sinks import ParkedEvent as ParkedEvent
+from ._core.sinks import ReadModelSink as ReadModelSink
+from ._core.snapshots import EveryNEvents as EveryNEvents
+from ._core.snapshots import Snapshot as Snapshot
+from ._core.snapshots import SnapshotPolicy as SnapshotPolicy
+from ._core.snapshots import SnapshotStore as SnapshotStore
+from ._core.store import EventStore as EventStore
+from ._core.store import Subscription as Subscription
+from ._core.stream_ids import MAX_STREAM_ID_LENGTH as MAX_STREAM_ID_LENGTH
+from ._core.stream_ids import category_of as category_of
+from ._core.stream_ids import validate_stream_id as validate_stream_id
+from ._model.aggregate import Aggregate as Aggregate
+from ._model.aggregate import applies as applies
+from ._model.repository import Repository as Repository
+from ._projections.projection import Partition as Partition
+from ._projections.projection import Projection as Projection
+from ._projections.projection import handles as handles
+from ._projections.runner import ProjectionRunner as ProjectionRunner
+from ._projections.runner import ProjectionStatus as ProjectionStatus
+from ._projections.runner import RunnerOptions as RunnerOptions
+from ._sagas.process import ProcessInstance as ProcessInstance
+from ._sagas.process import ProcessManager as ProcessManager
+from ._sagas.process import Step as Step
+from ._sagas.runner import SagaOptions as SagaOptions
+from ._sagas.runner import SagaRunner as SagaRunner
+from ._sagas.saga import Deadline as Deadline
+from ._sagas.saga import Saga as Saga
+from ._sagas.saga import SagaContext as SagaContext
+from ._sagas.saga import on_deadline as on_deadline
+from ._sagas.saga import reacts_to as reacts_to
+from .stores.memory import InMemoryEventStore as InMemoryEventStore
+from .stores.memory import InMemorySnapshotStore as InMemorySnapshotStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MAX_STREAM_ID_LENGTH",
+    "Aggregate",
+    "AggregateNotFound",
+    "AppendResult",
+    "Clock",
+    "ConcurrencyError",
+    "Deadline",
+    "DomainError",
+    "DuplicateEventId",
+    "Event",
+    "EventRegistrationError",
+    "EventRegistry",
+    "EventStore",
+    "EventtapeError",
+    "EveryNEvents",
+    "ExpectedVersion",
+    "InMemoryEventStore",
+    "InMemorySnapshotStore",
+    "InvalidStreamId",
+    "ManualClock",
+    "Metadata",
+    "MissingApplyHandler",
+    "NewEvent",
+    "ParkedEvent",
+    "Partition",
+    "ProcessInstance",
+    "ProcessManager",
+    "Projection",
+    "ProjectionFailed",
+    "ProjectionRunner",
+    "ProjectionStatus",
+    "ProjectionTimeout",
+    "ReadModelSink",
+    "RecordedEvent",
+    "Repository",
+    "RunnerOptions",
+    "Saga",
+    "SagaContext",
+    "SagaOptions",
+    "SagaRunner",
+    "SerializationError",
+    "Snapshot",
+    "SnapshotPolicy",
+    "SnapshotStore",
+    "Step",
+    "StoreConfigurationError",
+    "StoreUnavailable",
+    "StreamNotFound",
+    "StreamState",
+    "Subscription",
+    "SystemClock",
+    "UnknownEventType",
+    "UpcastError",
+    "Upcaster",
+    "__version__",
+    "applies",
+    "category_of",
+    "current_metadata",
+    "handles",
+    "metadata_scope",
+    "on_deadline",
+    "reacts_to",
+    "validate_stream_id",
+]

@@ -1,0 +1,57 @@
+"""Names that are storage format, not branding: written into stores and read back later.
+
+Renaming any of these makes existing data unreadable (or invisible), so they live here, once,
+pinned by ``tests/test_wire_names.py``. They say ``eventtape`` because nothing was ever
+published under the earlier working name; from the first release on, a change here needs an
+alias or a migration, not an edit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Final
+
+__all__ = [
+    "CHECKPOINTS_TABLE",
+    "DEFAULT_SNAPSHOT_STREAM",
+    "DEFAULT_SNAPSHOT_SUBJECT_PREFIX",
+    "DEFAULT_STREAM",
+    "DEFAULT_SUBJECT_PREFIX",
+    "GENERATIONS_TABLE",
+    "LAST_VERSION_HEADER",
+    "PARKED_TABLE",
+    "SAGA_CLAIMED_PARTITION",
+    "SAGA_DONE_PARTITION",
+    "SAGA_NAMESPACE",
+    "SAGA_PARKED_PARTITION",
+    "STORED_PREFIX",
+    "SYSTEM_EVENT_PREFIX",
+]
+
+SYSTEM_EVENT_PREFIX: Final = "eventtape."
+"""Type names of the library's own events (saga deadlines, process managers) start with this."""
+
+# JetStream layout.
+DEFAULT_STREAM: Final = "EVENTTAPE_EVENTS"
+"""The JetStream stream that holds every event unless configured otherwise."""
+DEFAULT_SUBJECT_PREFIX: Final = "eventtape.events"
+"""Subjects are ``<prefix>.<category>.<stream id>``."""
+STORED_PREFIX: Final = "_eventtape_stored"
+"""Where the stream republishes stored messages' headers: ``<prefix>.<stream>.…``."""
+LAST_VERSION_HEADER: Final = "Eventtape-Last-Version"
+"""Header carrying the version of the last event of a multi-event append."""
+DEFAULT_SNAPSHOT_STREAM: Final = "EVENTTAPE_SNAPSHOTS"
+DEFAULT_SNAPSHOT_SUBJECT_PREFIX: Final = "eventtape.snapshots"
+
+# SQL read-model sinks: the library's own tables beside the user's.
+CHECKPOINTS_TABLE: Final = "eventtape_checkpoints"
+GENERATIONS_TABLE: Final = "eventtape_active_generations"
+PARKED_TABLE: Final = "eventtape_parked"
+
+# Saga runners keep their marks in the checkpoint table under these partition names.
+SAGA_CLAIMED_PARTITION: Final = "claimed"
+SAGA_DONE_PARTITION: Final = "done"
+SAGA_PARKED_PARTITION: Final = "saga"
+
+SAGA_NAMESPACE: Final = uuid.UUID("4b0b8f57-55f3-4b4e-9a5c-3b3f7f2b6a10")
+"""The namespace of the deterministic (version 5) ids of events that sagas cause."""

@@ -1,0 +1,119 @@
+"""Saga deadlines: durable timeouts kept as events in the stream ``deadline-<saga>``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import uuid
+from datetime import datetime
+
+from .._core.clock import Clock
+from .._core.errors import DuplicateEventId, StreamNotFound
+from .._core.events import Event, NewEvent
+from .._core.store import EventStore
+from .._core.system_events import DeadlineCancelled, DeadlineFired, DeadlineScheduled
+from .._core.wire import SAGA_NAMESPACE
+
+__all__ = ["Deadline", "DeadlineBook", "deadline_id"]
+
+
+def deadline_id(saga: str, name: str, key: str) -> uuid.UUID:
+    """The stable id of one deadline: one per saga, name and key."""
+    return uuid.uuid5(SAGA_NAMESPACE, f"deadline:{saga}:{name}:{key}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Deadline:
+    """A scheduled timeout: stored durably, fired once, unless cancelled first.
+
+    Attributes:
+        saga: The saga that scheduled it.
+        name: What it is (``"payment_timeout"``).
+        key: Which instance it is for (an order id).
+        due_at: When it fires (UTC).
+        correlation_id: The business transaction it belongs to.
+    """
+
+    saga: str
+    name: str
+    key: str
+    due_at: datetime
+    correlation_id: str | None
+
+    @property
+    def deadline_id(self) -> uuid.UUID:
+        """A stable id: one deadline per saga, name and key."""
+        return deadline_id(self.saga, self.name, self.key)
+
+
+class DeadlineBook:
+    """One saga's pending deadlines, kept as events in the stream ``deadline-<saga>``."""
+
+    def __init__(self, store: EventStore, saga: str, clock: Clock) -> None:
+        self._store = store
+        self._stream_id = f"deadline-{saga}"
+        self._clock = clock
+        self.pending: dict[uuid.UUID, Deadline] = {}
+        self._changed = asyncio.Event()
+
+    async def load(self) -> None:
+        """Rebuild the pending deadlines from their stream."""
+        self.pending.clear()
+        try:
+            async for record in self._store.read_stream(self._stream_id):
+                event = record.event
+                if isinstance(event, DeadlineScheduled):
+                    deadline = Deadline(
+                        event.saga, event.name, event.key, event.due_at, event.correlation_id
+                    )
+                    self.pending[deadline.deadline_id] = deadline
+                elif isinstance(event, (DeadlineCancelled, DeadlineFired)):
+                    self.pending.pop(deadline_id(event.saga, event.name, event.key), None)
+        except StreamNotFound:
+            pass
+
+    async def schedule(self, deadline: Deadline, event_id: uuid.UUID) -> None:
+        event = DeadlineScheduled(
+            saga=deadline.saga,
+            name=deadline.name,
+            key=deadline.key,
+            due_at=deadline.due_at,
+            correlation_id=deadline.correlation_id,
+        )
+        await self._append(event, event_id)
+        self.pending[deadline.deadline_id] = deadline
+        self._changed.set()
+
+    async def cancel(self, saga: str, name: str, key: str, event_id: uuid.UUID) -> None:
+        if self.pending.pop(deadline_id(saga, name, key), None) is not None:
+            await self._append(DeadlineCancelled(saga=saga, name=name, key=key), event_id)
+            self._changed.set()
+
+    async def fired(self, deadline: Deadline) -> None:
+        event_id = uuid.uuid5(SAGA_NAMESPACE, f"fired:{deadline.deadline_id}:{deadline.due_at}")
+        event = DeadlineFired(saga=deadline.saga, name=deadline.name, key=deadline.key)
+        await self._append(event, event_id)
+        self.pending.pop(deadline.deadline_id, None)
+
+    async def _append(self, event: Event, event_id: uuid.UUID) -> None:
+        with contextlib.suppress(DuplicateEventId):  # written by an earlier run of this handler
+            await self._store.append(self._stream_id, [NewEvent(event, event_id)])
+
+    async def next_due(self) -> Deadline | None:
+        """Wait until a pending deadline is due and return it (or ``None`` when woken early)."""
+        self._changed.clear()
+        if not self.pending:
+            await self._changed.wait()
+            return None
+        deadline = min(self.pending.values(), key=lambda d: d.due_at)
+        sleeping = asyncio.ensure_future(self._clock.sleep_until(deadline.due_at))
+        changing = asyncio.ensure_future(self._changed.wait())
+        try:
+            await asyncio.wait({sleeping, changing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+            changing.cancel()
+        if self._clock.now() >= deadline.due_at and deadline.deadline_id in self.pending:
+            return deadline
+        return None

@@ -1,0 +1,299 @@
+"""The saga runner: deliver events to sagas in order, exactly-once effects, durable deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any, Literal, Self
+
+from .._core.clock import Clock, SystemClock
+from .._core.errors import DomainError, describe
+from .._core.events import Event, RecordedEvent
+from .._core.sinks import ParkedEvent, ReadModelSink
+from .._core.store import EventStore
+from .._core.stream_ids import category_of
+from .._core.wire import (
+    SAGA_CLAIMED_PARTITION,
+    SAGA_DONE_PARTITION,
+    SAGA_NAMESPACE,
+    SAGA_PARKED_PARTITION,
+)
+from .._runtime.feed import Feed
+from .deadlines import Deadline, DeadlineBook
+from .saga import Saga, SagaContext
+
+__all__ = ["SagaOptions", "SagaRunner"]
+
+logger = logging.getLogger("eventtape.sagas")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SagaOptions:
+    """How a saga runner batches and retries.
+
+    Attributes:
+        batch_size: Events claimed per checkpoint round trip.
+        max_attempts: Tries for a handler that raises something other than a domain error.
+        backoff: Seconds before the second try; doubled each time, capped at ``max_backoff``.
+        max_backoff: The longest wait between tries.
+        start: Where a saga that has never run starts: ``"beginning"`` handles every stored
+            event; ``"end"`` only those appended after it first starts (a saga deployed on a
+            store with years of history should not act on all of it again).
+    """
+
+    batch_size: int = 100
+    max_attempts: int = 5
+    backoff: float = 0.05
+    max_backoff: float = 2.0
+    start: Literal["beginning", "end"] = "beginning"
+
+
+class _SagaWorker:
+    def __init__(
+        self,
+        store: EventStore,
+        sink: ReadModelSink[Any],
+        saga: Saga,
+        options: SagaOptions,
+        clock: Clock,
+    ) -> None:
+        self.store = store
+        self.sink = sink
+        self.saga = saga
+        self.options = options
+        self.clock = clock
+        self.deadlines = DeadlineBook(store, saga.name, clock)
+        self._recover_until = 0
+        # Every event, filtered in _handle: the checkpoint then moves past events of other
+        # categories too, so waiting for any position works (sagas handle few events each).
+        self.feed = Feed(store, None, options.batch_size, 0)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._applying = asyncio.Lock()
+
+    async def start(self) -> None:
+        name = self.saga.name
+        feed = self.feed
+        feed.checkpoint = await self.sink.load_position(name, SAGA_DONE_PARTITION, 0)
+        self._recover_until = await self.sink.load_position(name, SAGA_CLAIMED_PARTITION, 0)
+        if feed.checkpoint == 0 and self._recover_until == 0 and self.options.start == "end":
+            feed.checkpoint = await self.store.head_position()
+            async with self.sink.transaction() as tx:
+                await self.sink.save_position(tx, name, SAGA_DONE_PARTITION, 0, feed.checkpoint)
+        await self.deadlines.load()
+        feed.start(f"saga-{name}")
+        self._tasks = [
+            asyncio.create_task(self._apply_batches(), name=f"eventtape-saga-apply-{name}"),
+            asyncio.create_task(self._fire_deadlines(), name=f"eventtape-saga-deadlines-{name}"),
+        ]
+
+    @property
+    def checkpoint(self) -> int:
+        return self.feed.checkpoint
+
+    async def stop(self) -> None:
+        self._tasks[-1].cancel()  # the deadline timer; the applier stops at the feed's end
+        await self.feed.stop()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _apply_batches(self) -> None:
+        name = self.saga.name
+        while (batch := await self.feed.next_batch()) is not None:
+            async with self._applying:
+                last = batch[-1].position
+                if last > self._recover_until:
+                    # Claim the batch first: after a crash, what lies between the last "done"
+                    # and the last "claimed" is handled again, in recovery mode.
+                    async with self.sink.transaction() as tx:
+                        await self.sink.save_position(tx, name, SAGA_CLAIMED_PARTITION, 0, last)
+                for record in batch:
+                    await self._handle(record)
+                async with self.sink.transaction() as tx:
+                    await self.sink.save_position(tx, name, SAGA_DONE_PARTITION, 0, last)
+            self.feed.advance(last)
+
+    async def _handle(self, record: RecordedEvent[Event]) -> None:
+        categories = self.saga.categories
+        if categories is not None and category_of(record.stream_id) not in categories:
+            return
+        handler = self.saga.reaction_to(type(record.event))
+        if handler is None:
+            return
+        recovering = record.position <= self._recover_until
+
+        async def run(ctx: SagaContext) -> None:
+            await handler(self.saga, record, ctx)
+
+        await self._with_retries(
+            run, record.event_id, record.correlation_id, recovering, record=record
+        )
+
+    async def _with_retries(
+        self,
+        run: Any,
+        cause_id: uuid.UUID,
+        correlation_id: str | None,
+        recovering: bool,
+        *,
+        record: RecordedEvent[Event] | None = None,
+        label: str = "",
+    ) -> bool:
+        options = self.options
+        what = f"{record.event_type} at position {record.position}" if record else label
+        error: Exception | None = None
+        for attempt in range(options.max_attempts):
+            if attempt:
+                await asyncio.sleep(min(options.backoff * 2 ** (attempt - 1), options.max_backoff))
+            ctx = SagaContext(
+                self.saga.name,
+                cause_id,
+                correlation_id,
+                recovering=recovering or attempt > 0,
+                clock=self.clock,
+                deadlines=self.deadlines,
+            )
+            try:
+                await run(ctx)
+                return True
+            except DomainError as caught:
+                error = caught  # the same command would be refused again: no retry
+                break
+            except Exception as caught:
+                error = caught
+                logger.warning(
+                    "saga %s failed on %s (try %d of %d): %s",
+                    self.saga.name,
+                    what,
+                    attempt + 1,
+                    options.max_attempts,
+                    describe(caught),
+                )
+        assert error is not None
+        logger.error("saga %s parked %s: %s", self.saga.name, what, describe(error))
+        if record is not None:
+            async with self.sink.transaction() as tx:
+                await self.sink.park(
+                    tx, self.saga.name, SAGA_PARKED_PARTITION, record, describe(error)
+                )
+        return False
+
+    async def _fire_deadlines(self) -> None:
+        while True:
+            deadline = await self.deadlines.next_due()
+            if deadline is None:
+                continue
+            handler = self.saga._deadline_handlers.get(deadline.name)
+            async with self._applying:
+                if handler is not None:
+
+                    async def run(
+                        ctx: SagaContext, deadline: Deadline = deadline, handler: Any = handler
+                    ) -> None:
+                        await handler(self.saga, deadline, ctx)
+
+                    cause = uuid.uuid5(SAGA_NAMESPACE, f"fire:{deadline.deadline_id}")
+                    # A deadline may have fired before a crash without being marked: recover.
+                    done = await self._with_retries(
+                        run,
+                        cause,
+                        deadline.correlation_id,
+                        True,
+                        label=f"deadline {deadline.name} for {deadline.key}",
+                    )
+                    if not done:
+                        logger.error("deadline %s for %s parked", deadline.name, deadline.key)
+                await self.deadlines.fired(deadline)
+
+    async def wait_until(self, position: int, deadline: float) -> None:
+        await self.feed.wait_until(position, deadline, self.saga.name, lambda: True)
+
+
+class SagaRunner:
+    """Runs sagas (and process managers) against one store, with checkpoints in a sink.
+
+    Each saga reads its categories from its checkpoint on, in order, one event at a time.
+    Effects are exactly once: every command's events get deterministic ids, and events between
+    the last finished and the last claimed checkpoint (those a crash may have interrupted)
+    are handled again in recovery mode, which skips commands already applied.
+
+    Args:
+        store: The event store (its registry gains eventtape's deadline events).
+        checkpoints: Where checkpoints and parked events live (a read-model sink; an
+            in-memory SQLite ``SqliteSink(":memory:")`` for tests).
+        sagas: The sagas to run (distinct names).
+        clock: Time for deadlines (default: the system clock; :class:`eventtape.ManualClock` in
+            tests).
+        options: Batching and retries.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        checkpoints: ReadModelSink[Any],
+        sagas: Sequence[Saga],
+        *,
+        clock: Clock | None = None,
+        options: SagaOptions | None = None,
+    ) -> None:
+        names = [saga.name for saga in sagas]
+        if len(set(names)) != len(names):
+            raise ValueError(f"saga names must be distinct: {names}")
+        self._store = store
+        self._sink = checkpoints
+        self._clock = clock or SystemClock()
+        self._workers = {
+            saga.name: _SagaWorker(store, checkpoints, saga, options or SagaOptions(), self._clock)
+            for saga in sagas
+        }
+
+    async def start(self) -> None:
+        """Start every saga from its checkpoint, and its deadline timer."""
+        await self._sink.start()
+        for worker in self._workers.values():
+            await worker.start()
+
+    async def aclose(self) -> None:
+        """Stop every saga; each finishes the batch it is handling."""
+        for worker in self._workers.values():
+            await worker.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def wait_until(
+        self,
+        position: int,
+        *,
+        sagas: Sequence[str] | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109 (the timeout names the saga in its error)
+    ) -> None:
+        """Wait until the sagas have handled everything up to ``position``.
+
+        Raises:
+            ProjectionTimeout: Naming the saga and how far it got.
+        """
+        deadline = time.monotonic() + timeout
+        for name in sagas if sagas is not None else list(self._workers):
+            await self._workers[name].wait_until(position, deadline)
+
+    def pending_deadlines(self, saga: str) -> list[Deadline]:
+        """The deadlines a saga has scheduled that have neither fired nor been cancelled."""
+        return sorted(self._workers[saga].deadlines.pending.values(), key=lambda d: d.due_at)
+
+    async def parked(self, saga: str) -> list[ParkedEvent]:
+        """The events a saga gave up on, with why: they need a person's attention."""
+        return await self._sink.parked(saga)
+
+    def checkpoint(self, saga: str) -> int:
+        """The last position a saga finished handling."""
+        return self._workers[saga].checkpoint

@@ -1,0 +1,447 @@
+"""The ``eventtape`` command line: answer "who did what, when" against a JetStream store.
+
+Exit codes: 0 success, 2 bad usage, 3 not found (unknown stream, projection, saga), 4 the
+server cannot be reached or does not answer, 5 the stream or sink is not set up as expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .._core.errors import (
+    AggregateNotFound,
+    EventtapeError,
+    InvalidStreamId,
+    StoreConfigurationError,
+    StoreUnavailable,
+    StreamNotFound,
+)
+from .._core.wire import (
+    CHECKPOINTS_TABLE,
+    DEFAULT_STREAM,
+    DEFAULT_SUBJECT_PREFIX,
+    PARKED_TABLE,
+    SAGA_CLAIMED_PARTITION,
+    SAGA_DONE_PARTITION,
+    SAGA_PARKED_PARTITION,
+)
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_CONFIG = 0, 2, 3, 4, 5
+
+
+class CliError(Exception):
+    """An error to print in one line, with its exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _load(spec: str) -> Any:
+    """Import ``module:attribute``."""
+    module_name, _, attribute = spec.partition(":")
+    if not attribute:
+        raise CliError(f"{spec!r} must look like package.module:name", EXIT_USAGE)
+    try:
+        value = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise CliError(f"cannot import {spec!r}: {error}", EXIT_USAGE) from error
+    return value() if callable(value) and not isinstance(value, type) else value
+
+
+class Output:
+    """Tables and colours for people (with rich, on a terminal), plain lines when piped."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.console: Any = None
+        if not as_json and sys.stdout.isatty():
+            try:
+                from rich.console import Console
+
+                self.console = Console()
+            except ImportError:  # rich is optional: plain output then
+                self.console = None
+
+    def table(self, title: str, columns: list[str], rows: list[list[Any]]) -> None:
+        if self.as_json:
+            print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str))
+            return
+        if self.console is not None:
+            from rich.table import Table
+
+            table = Table(title=title)
+            for column in columns:
+                table.add_column(column)
+            for row in rows:
+                table.add_row(*(str(value) for value in row))
+            self.console.print(table)
+            return
+        print("\t".join(columns))
+        for row in rows:
+            print("\t".join(str(value) for value in row))
+
+    def record(self, data: dict[str, Any], line: str) -> None:
+        if self.as_json:
+            print(json.dumps(data, default=str), flush=True)
+        elif self.console is not None:
+            self.console.print(line)
+        else:
+            print(line, flush=True)
+
+
+async def _connect(args: argparse.Namespace) -> Any:
+    from ..stores.jetstream import JetStreamConfig
+    from ..stores.jetstream._raw import RawReader
+
+    options: dict[str, Any] = {"connect_timeout": 2, "max_reconnect_attempts": 1}
+    if args.creds:
+        options["user_credentials"] = args.creds
+    config = JetStreamConfig(stream=args.stream, subject_prefix=args.subject_prefix)
+    try:
+        import nats
+
+        nc = await nats.connect(args.url, **options)
+    except Exception as error:
+        raise CliError(
+            f"cannot connect to NATS at {args.url}: {error}", EXIT_UNAVAILABLE
+        ) from error
+    reader = RawReader(nc, config)
+    try:
+        await reader.start()
+    except BaseException:
+        await nc.close()
+        raise
+    return reader
+
+
+def _summary(data: dict[str, Any], width: int = 60) -> str:
+    text = ", ".join(f"{key}={value}" for key, value in data.items())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+async def _history(args: argparse.Namespace, out: Output) -> None:
+    reader = await _connect(args)
+    try:
+        entries = await reader.history(args.stream_id)
+        if args.at_version is not None:
+            await _state_at(args, out, entries)
+            return
+        rows = [
+            [e["version"], e["recorded_at"], e["type"], e["actor"], _summary(e["data"])]
+            for e in entries
+        ]
+        if out.as_json:
+            print(json.dumps(entries, default=str))
+        else:
+            out.table(args.stream_id, ["version", "time", "type", "actor", "data"], rows)
+    finally:
+        await reader.close()
+
+
+async def _state_at(args: argparse.Namespace, out: Output, entries: list[dict[str, Any]]) -> None:
+    if not args.aggregate or not args.registry:
+        raise CliError("--at-version needs --aggregate and --registry (module:name)", EXIT_USAGE)
+    aggregate_type = _load(args.aggregate)
+    registry = _load(args.registry)
+    if args.at_version < 1 or args.at_version > len(entries):
+        raise CliError(
+            f"{args.stream_id} has versions 1 to {len(entries)}, not {args.at_version}",
+            EXIT_NOT_FOUND,
+        )
+    aggregate = aggregate_type(args.stream_id.partition("-")[2])
+    aggregate.replay(
+        registry.decode(e["type"], e["schema"], e["data"]) for e in entries[: args.at_version]
+    )
+    state = aggregate.to_snapshot()
+    if out.as_json:
+        print(json.dumps({"version": args.at_version, "state": state}, default=str))
+    else:
+        out.table(
+            f"{args.stream_id} at version {args.at_version}",
+            ["field", "value"],
+            [[key, value] for key, value in state.items()],
+        )
+
+
+async def _tail(args: argparse.Namespace, out: Output) -> None:
+    reader = await _connect(args)
+    shown = 0
+    try:
+        async with contextlib.aclosing(reader.follow(args.from_position, args.category)) as events:
+            async for e in events:
+                out.record(
+                    e,
+                    f"{e['position']:>10}  {e['recorded_at']}  {e['stream_id']} v{e['version']}  "
+                    f"{e['type']}  by {e['actor']}  {_summary(e['data'])}",
+                )
+                shown += 1
+                if args.limit and shown >= args.limit:
+                    return
+    finally:
+        await reader.close()
+
+
+async def _streams(args: argparse.Namespace, out: Output) -> None:
+    reader = await _connect(args)
+    try:
+        streams = await reader.streams(args.category, args.limit)
+        out.table(
+            "streams",
+            ["stream", "version", "last event"],
+            [[s["stream_id"], s["version"], s["last_recorded_at"]] for s in streams],
+        )
+    finally:
+        await reader.close()
+
+
+async def _info(args: argparse.Namespace, out: Output) -> None:
+    reader = await _connect(args)
+    try:
+        info = await reader.info()
+        if out.as_json:
+            print(json.dumps(info, default=str))
+        else:
+            out.table("store", ["setting", "value"], [[k, v] for k, v in info.items()])
+    finally:
+        await reader.close()
+
+
+def _sink(url: str) -> Any:
+    if url.startswith(("postgres://", "postgresql://")):
+        from ..sinks.postgres import PostgresSink
+
+        schema = os.environ.get("EVENTTAPE_SINK_SCHEMA", "public")
+        return PostgresSink(url, schema=schema)
+    from ..sinks.sqlite import SqliteSink
+
+    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
+    if not os.path.exists(path):
+        raise CliError(f"no SQLite database at {path}", EXIT_NOT_FOUND)
+    return SqliteSink(path)
+
+
+async def _projections_status(args: argparse.Namespace, out: Output) -> None:
+    sink = _sink(args.sink)
+    reader = await _connect(args)
+    try:
+        await sink.start()
+        head = await reader.head_position()
+        rows = await sink.fetch(
+            "SELECT projection, partition, generation, position, updated_at"
+            f" FROM {CHECKPOINTS_TABLE} WHERE partition NOT IN"
+            f" ('{SAGA_CLAIMED_PARTITION}', '{SAGA_DONE_PARTITION}')"
+            " ORDER BY projection, partition"
+        )
+        table = [
+            [r[0], r[1], r[2], r[3], head, await reader.events_after(r[3]), r[4]] for r in rows
+        ]
+        out.table(
+            "projections",
+            [
+                "projection",
+                "partition",
+                "generation",
+                "checkpoint",
+                "head",
+                "lag events",
+                "updated",
+            ],
+            table,
+        )
+    finally:
+        await sink.aclose()
+        await reader.close()
+
+
+async def _projections_rebuild(args: argparse.Namespace, out: Output) -> None:
+    from .._projections.runner import ProjectionRunner
+
+    projections = _load(args.projections)
+    wanted = [p for p in projections if p.name == args.name]
+    if not wanted:
+        raise CliError(f"no projection named {args.name!r} in {args.projections}", EXIT_NOT_FOUND)
+    registry = _load(args.registry)
+    sink = _sink(args.sink)
+    from ..stores.jetstream import JetStreamConfig, JetStreamEventStore
+
+    config = JetStreamConfig(stream=args.stream, subject_prefix=args.subject_prefix)
+    try:
+        store = await JetStreamEventStore.connect(args.url, registry, config=config)
+    except StoreUnavailable as error:
+        raise CliError(str(error), EXIT_UNAVAILABLE) from error
+    try:
+        async with ProjectionRunner(store, sink, wanted) as runner:
+            head = await store.head_position()
+            rebuilding = asyncio.create_task(runner.rebuild(args.name, blue_green=args.blue_green))
+            await _progress(out, runner, args.name, head, rebuilding)
+            await rebuilding
+            await runner.wait_until(head, timeout=3600)
+        out.record({"rebuilt": args.name, "position": head}, f"rebuilt {args.name} up to {head}")
+    finally:
+        await sink.aclose()
+        await store.aclose()
+
+
+async def _progress(out: Output, runner: Any, name: str, head: int, task: Any) -> None:
+    if out.console is None:
+        return
+    from rich.progress import Progress
+
+    with Progress(console=out.console, transient=True) as progress:
+        bar = progress.add_task(f"rebuilding {name}", total=head or 1)
+        while not task.done():
+            (status,) = [s for s in await runner.status() if s.name == name]
+            progress.update(bar, completed=status.checkpoint)
+            await asyncio.sleep(0.2)
+
+
+async def _sagas_list(args: argparse.Namespace, out: Output) -> None:
+    sink = _sink(args.sink)
+    reader = await _connect(args)
+    try:
+        await sink.start()
+        if args.parked:
+            rows = await sink.fetch(
+                "SELECT projection, position, stream_id, event_type, error, parked_at"
+                f" FROM {PARKED_TABLE} WHERE partition = '{SAGA_PARKED_PARTITION}'"
+                " ORDER BY projection, position"
+            )
+            out.table(
+                "parked",
+                ["saga", "position", "stream", "event", "why", "parked at"],
+                [list(r) for r in rows],
+            )
+            return
+        rows = await sink.fetch(
+            f"SELECT projection, partition, position FROM {CHECKPOINTS_TABLE}"
+            f" WHERE partition IN ('{SAGA_CLAIMED_PARTITION}', '{SAGA_DONE_PARTITION}')"
+            " ORDER BY projection, partition"
+        )
+        sagas: dict[str, dict[str, int]] = {}
+        for saga, kind, position in rows:
+            sagas.setdefault(saga, {})[kind] = position
+        instances = await reader.unfinished_processes()
+        out.table(
+            "sagas",
+            ["saga", "done", "claimed", "head", "in-flight processes"],
+            [
+                [
+                    saga,
+                    marks.get(SAGA_DONE_PARTITION, 0),
+                    marks.get(SAGA_CLAIMED_PARTITION, 0),
+                    await reader.head_position(),
+                    ", ".join(instances.get(saga, [])) or "-",
+                ]
+                for saga, marks in sagas.items()
+            ],
+        )
+    finally:
+        await sink.aclose()
+        await reader.close()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eventtape", description=__doc__)
+    env = os.environ.get
+    parser.add_argument("--url", default=env("EVENTTAPE_NATS_URL", "nats://127.0.0.1:4222"))
+    parser.add_argument(
+        "--creds", default=env("EVENTTAPE_NATS_CREDS"), help="NATS credentials file"
+    )
+    parser.add_argument("--stream", default=env("EVENTTAPE_STREAM", DEFAULT_STREAM))
+    parser.add_argument(
+        "--subject-prefix", default=env("EVENTTAPE_SUBJECT_PREFIX", DEFAULT_SUBJECT_PREFIX)
+    )
+    parser.add_argument("--json", action="store_true", help="JSON for machines")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    history = commands.add_parser("history", help="a stream's timeline: who did what, when")
+    history.add_argument("stream_id")
+    history.add_argument("--at-version", type=int, help="show the aggregate's state then")
+    history.add_argument("--aggregate", default=env("EVENTTAPE_AGGREGATE"), help="module:Class")
+    history.add_argument("--registry", default=env("EVENTTAPE_REGISTRY"), help="module:registry")
+    history.set_defaults(run=_history)
+
+    tail = commands.add_parser("tail", help="follow events live")
+    tail.add_argument("--category")
+    tail.add_argument("--from-position", type=int, default=0, help="default: new events only")
+    tail.add_argument("--limit", type=int, default=0, help="stop after this many events")
+    tail.set_defaults(run=_tail)
+
+    streams = commands.add_parser("streams", help="what is stored")
+    streams.add_argument("--category")
+    streams.add_argument("--limit", type=int, default=100)
+    streams.set_defaults(run=_streams)
+
+    info = commands.add_parser("info", help="the server, the stream, durability settings")
+    info.set_defaults(run=_info)
+
+    projections = commands.add_parser("projections", help="projection checkpoints and rebuilds")
+    projection_commands = projections.add_subparsers(dest="projection_command", required=True)
+    status = projection_commands.add_parser("status", help="checkpoint, head, lag")
+    status.add_argument(
+        "--sink", default=env("EVENTTAPE_SINK_URL"), required=not env("EVENTTAPE_SINK_URL")
+    )
+    status.set_defaults(run=_projections_status)
+    rebuild = projection_commands.add_parser("rebuild", help="rebuild one projection")
+    rebuild.add_argument("name")
+    rebuild.add_argument(
+        "--sink", default=env("EVENTTAPE_SINK_URL"), required=not env("EVENTTAPE_SINK_URL")
+    )
+    rebuild.add_argument("--projections", required=True, help="module:list of projections")
+    rebuild.add_argument("--registry", required=True, help="module:registry")
+    rebuild.add_argument("--blue-green", action="store_true", help="no downtime")
+    rebuild.set_defaults(run=_projections_rebuild)
+
+    sagas = commands.add_parser("sagas", help="sagas in flight and parked")
+    saga_commands = sagas.add_subparsers(dest="saga_command", required=True)
+    listing = saga_commands.add_parser("list", help="checkpoints, in-flight processes")
+    listing.add_argument(
+        "--sink", default=env("EVENTTAPE_SINK_URL"), required=not env("EVENTTAPE_SINK_URL")
+    )
+    listing.add_argument("--parked", action="store_true", help="the events sagas gave up on")
+    listing.set_defaults(run=_sagas_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``eventtape`` command line; return its exit code."""
+    args = _parser().parse_args(argv)
+    out = Output(args.json)
+    try:
+        asyncio.run(args.run(args, out))
+    except CliError as error:
+        print(f"eventtape: {error}", file=sys.stderr)
+        return error.code
+    except (StreamNotFound, AggregateNotFound) as error:
+        print(f"eventtape: {error}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except InvalidStreamId as error:
+        print(f"eventtape: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreUnavailable as error:
+        print(f"eventtape: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except StoreConfigurationError as error:
+        print(f"eventtape: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except EventtapeError as error:
+        print(f"eventtape: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Helpers every store backend shares: argument checks and expected-version rules."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from .._core.conditions import ExpectedVersion, StreamState
+from .._core.errors import ConcurrencyError
+from .._core.events import Event, NewEvent, new_event_id
+from .._core.registry import EventRegistry
+
+__all__ = [
+    "check_expected_version",
+    "event_type_names",
+    "to_new_events",
+    "validate_expected_version",
+    "validate_range",
+]
+
+
+_new_object = object.__new__
+_set = object.__setattr__
+
+
+def to_new_events(events: Sequence[Event | NewEvent[Event]]) -> list[NewEvent[Event]]:
+    """Normalise an append's events, refusing an empty list and repeated ids."""
+    if isinstance(events, (Event, NewEvent)):
+        raise TypeError("append() takes a sequence of events; wrap a single event in a list")
+    new: list[NewEvent[Event]] = []
+    for item in events:
+        if isinstance(item, Event):
+            # NewEvent(item), without the frozen dataclass's per-field setattr calls.
+            fresh = _new_object(NewEvent)
+            _set(fresh, "event", item)
+            _set(fresh, "event_id", new_event_id())
+            new.append(fresh)
+        elif isinstance(item, NewEvent) and isinstance(item.event, Event):
+            new.append(item)
+        else:
+            raise TypeError(f"cannot append {item!r}: not an eventtape.Event or NewEvent")
+    if not new:
+        raise ValueError("append() needs at least one event")
+    if len(new) > 1 and len({item.event_id for item in new}) != len(new):
+        raise ValueError("append() was given the same event id twice")
+    return new
+
+
+def check_expected_version(stream_id: str, expected: ExpectedVersion, actual: int) -> None:
+    """Raise :class:`ConcurrencyError` unless a stream at ``actual`` meets ``expected``."""
+    if expected is StreamState.ANY:
+        return
+    if expected is StreamState.NO_STREAM:
+        ok = actual == 0
+    elif expected is StreamState.STREAM_EXISTS:
+        ok = actual > 0
+    else:
+        ok = actual == expected
+    if not ok:
+        raise ConcurrencyError(stream_id, expected, actual)
+
+
+def validate_expected_version(expected: object) -> ExpectedVersion:
+    """Return ``expected`` if it is an int >= 0 or a :class:`StreamState`, else raise."""
+    if isinstance(expected, StreamState):
+        return expected
+    if isinstance(expected, int) and not isinstance(expected, bool):
+        if expected < 0:
+            raise ValueError(f"expected_version must be >= 0, not {expected}")
+        return expected
+    raise TypeError(f"expected_version must be an int or a StreamState, not {expected!r}")
+
+
+def event_type_names(
+    registry: EventRegistry, event_types: Collection[str | type[Event]] | None
+) -> frozenset[str] | None:
+    """Turn an ``event_types`` filter of names and classes into registered names."""
+    if event_types is None:
+        return None
+    if isinstance(event_types, str):
+        raise TypeError("event_types takes a collection of names or classes, not one string")
+    return frozenset(
+        item if isinstance(item, str) else registry.name_of(item) for item in event_types
+    )
+
+
+def validate_range(name: str, value: int | None, minimum: int) -> None:
+    """Raise ``ValueError`` if an optional integer argument is below ``minimum``."""
+    if value is not None and (not isinstance(value, int) or value < minimum):
+        raise ValueError(f"{name} must be an int >= {minimum}, not {value!r}")

@@ -1,0 +1,263 @@
+"""How appends are laid out in JetStream messages, and read back.
+
+One append is one message on the stream's subject, holding all of its events: the server
+stores it atomically in one round trip, and a multi-event append costs what a single-event one
+does. The body is JSON::
+
+    {"stream": "order-12345", "version": 3, "actor": "user:789", "causation_id": null,
+     "correlation_id": "...", "headers": {...},
+     "events": [{"id": "<uuid>", "type": "OrderPlaced", "schema": 1, "data": {...}}, ...]}
+
+``version`` is that of the first event; the header ``Eventtape-Last-Version`` carries the last, so
+the stream's version can be read from its last message without parsing it. Events get the
+message's server timestamp as ``recorded_at``, and the global position
+``sequence * POSITION_STRIDE + index``: strictly increasing, contiguous within an append.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+from uuid import UUID
+
+import pydantic_core
+from nats.aio.msg import Msg
+
+from ..._core.errors import SerializationError
+from ..._core.events import EMPTY_HEADERS, Event, Metadata, NewEvent, RecordedEvent
+from ..._core.registry import EventRegistry
+from ..._core.wire import LAST_VERSION_HEADER
+
+__all__ = [
+    "LAST_VERSION_HEADER",
+    "MAX_EVENTS_PER_APPEND",
+    "POSITION_STRIDE",
+    "Envelope",
+    "StoredMessage",
+    "decode_envelope",
+    "encode_append",
+    "position_of",
+    "sequence_of",
+]
+
+POSITION_STRIDE = 1000
+"""Positions are ``message sequence * 1000 + index in the message``."""
+MAX_EVENTS_PER_APPEND = POSITION_STRIDE
+_PLAIN_TEXT = re.compile(r"[A-Za-z0-9 _:@=+,;~!#%&'()/\[\]{}<>*.|$^?-]*")
+
+
+def _dumps(value: str | None) -> str:
+    """JSON for a string or None; the common plain-text case without the encoder's overhead."""
+    if value is None:
+        return "null"
+    if _PLAIN_TEXT.fullmatch(value):
+        return f'"{value}"'
+    return json.dumps(value)
+
+
+_EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+def position_of(sequence: int, index: int) -> int:
+    """Return the global position of the ``index``-th event of message ``sequence``."""
+    return sequence * POSITION_STRIDE + index
+
+
+def sequence_of(position: int) -> int:
+    """Return the message sequence a global position lies in."""
+    return position // POSITION_STRIDE
+
+
+def encode_append(
+    registry: EventRegistry,
+    stream_id: str,
+    first_version: int,
+    events: list[NewEvent[Event]],
+    metadata: Metadata,
+) -> tuple[bytes, list[str]]:
+    """Return the message body of an append, and the type names of its events."""
+    if len(events) > MAX_EVENTS_PER_APPEND:
+        raise ValueError(
+            f"an append holds at most {MAX_EVENTS_PER_APPEND} events on JetStream, "
+            f"not {len(events)}; split it"
+        )
+    names = []
+    parts = [
+        b'{"stream":',
+        _dumps(stream_id).encode(),
+        b',"version":',
+        str(first_version).encode(),
+        b',"actor":',
+        _dumps(metadata.actor).encode(),
+        b',"causation_id":',
+        _dumps(metadata.causation_id).encode(),
+        b',"correlation_id":',
+        _dumps(metadata.correlation_id).encode(),
+        b',"headers":',
+        json.dumps(dict(metadata.headers)).encode() if metadata.headers else b"{}",
+        b',"events":[',
+    ]
+    for index, item in enumerate(events):
+        name, schema, data = registry.encode(item.event)
+        names.append(name)
+        parts += (
+            b',{"id":"' if index else b'{"id":"',
+            str(item.event_id).encode(),
+            _type_and_schema(name, schema),
+            data,
+            b"}",
+        )
+    parts.append(b"]}")
+    return b"".join(parts), names
+
+
+@functools.lru_cache(maxsize=4096)
+def _type_and_schema(name: str, schema: int) -> bytes:
+    return f'","type":{json.dumps(name)},"schema":{schema},"data":'.encode()
+
+
+class Envelope:
+    """One stored append: its parsed body and where it is."""
+
+    __slots__ = ("body", "sequence", "stream_id", "subject", "timestamp")
+
+    def __init__(self, sequence: int, subject: str, timestamp: datetime, body: dict[str, Any]):
+        self.sequence = sequence
+        self.subject = subject
+        self.timestamp = timestamp
+        self.body = body
+        self.stream_id: str = body["stream"]
+
+    @property
+    def first_version(self) -> int:
+        """The version of the append's first event."""
+        return int(self.body["version"])
+
+    @property
+    def last_version(self) -> int:
+        """The version of the append's last event."""
+        return self.first_version + len(self.body["events"]) - 1
+
+    @property
+    def event_ids(self) -> list[str]:
+        """The ids of the append's events, in order."""
+        return [event["id"] for event in self.body["events"]]
+
+    def same_events(self, registry: EventRegistry, events: list[NewEvent[Event]]) -> bool:
+        """Whether this append stored exactly ``events`` (ids, types and data)."""
+        stored = self.body["events"]
+        if len(stored) != len(events):
+            return False
+        for item, event in zip(events, stored, strict=True):
+            name, schema, data = registry.encode(item.event)
+            if (event["id"], event["type"], event["schema"]) != (str(item.event_id), name, schema):
+                return False
+            if pydantic_core.from_json(data) != event["data"]:
+                return False
+        return True
+
+    def records(
+        self, registry: EventRegistry, first_index: int = 0, last_index: int | None = None
+    ) -> list[RecordedEvent[Event]]:
+        """Decode the append's events from ``first_index`` to ``last_index`` (inclusive),
+        upcasting old ones; the others are not decoded at all."""
+        body = self.body
+        stream_id = self.stream_id
+        headers: Mapping[str, str] = (
+            MappingProxyType(body["headers"]) if body.get("headers") else EMPTY_HEADERS
+        )
+        actor, causation, correlation = (
+            body.get("actor"),
+            body.get("causation_id"),
+            body.get("correlation_id"),
+        )
+        base = self.sequence * POSITION_STRIDE
+        version = self.first_version
+        records = []
+        stored_events = body["events"]
+        end = len(stored_events) if last_index is None else min(last_index + 1, len(stored_events))
+        for index in range(max(first_index, 0), end):
+            stored = stored_events[index]
+            position = base + index
+            try:
+                event = registry.decode(
+                    stored["type"],
+                    stored["schema"],
+                    stored["data"],
+                    stream_id=stream_id,
+                    position=position,
+                )
+                event_id = UUID(stored["id"])
+            except (KeyError, TypeError, ValueError) as error:
+                raise SerializationError(
+                    f"corrupt event at stream {stream_id!r}, position {position}: {error!r}"
+                ) from error
+            records.append(
+                RecordedEvent(
+                    stream_id,
+                    version + index,
+                    position,
+                    event_id,
+                    stored["type"],
+                    self.timestamp,
+                    event,
+                    actor,
+                    causation,
+                    correlation,
+                    headers,
+                )
+            )
+        return records
+
+
+class StoredMessage:
+    """A message as a direct get returns it."""
+
+    __slots__ = ("data", "headers", "sequence", "subject", "timestamp")
+
+    def __init__(self, msg: Msg) -> None:
+        headers = msg.headers or {}
+        self.sequence = int(headers["Nats-Sequence"])
+        self.subject: str = headers["Nats-Subject"]
+        self.timestamp: str | None = headers.get("Nats-Time-Stamp")
+        self.headers: dict[str, str] = headers
+        self.data: bytes = msg.data
+
+
+def decode_envelope(message: StoredMessage, expected_prefix: str) -> Envelope:
+    """Parse a stored message into an :class:`Envelope`, or explain why it is not one.
+
+    Raises:
+        SerializationError: For anything that is not an eventtape append (a foreign or corrupt
+            message), naming the subject and position.
+    """
+    sequence, subject, timestamp = message.sequence, message.subject, message.timestamp
+    data = message.data
+    where = f"subject {subject!r}, position {position_of(sequence, 0)}"
+    try:
+        body = pydantic_core.from_json(data)
+    except ValueError as error:
+        raise SerializationError(f"message at {where} is not eventtape JSON: {error}") from error
+    if (
+        not isinstance(body, dict)
+        or not isinstance(body.get("stream"), str)
+        or not isinstance(body.get("version"), int)
+        or not isinstance(body.get("events"), list)
+        or not body["events"]
+        or not all(isinstance(event, dict) for event in body["events"])
+    ):
+        raise SerializationError(f"message at {where} is not an eventtape append")
+    if not subject.startswith(expected_prefix) or not subject.endswith("." + body["stream"]):
+        raise SerializationError(
+            f"message at {where} claims stream {body['stream']!r}, which does not match its subject"
+        )
+    try:
+        when = datetime.fromisoformat(timestamp) if timestamp else _EPOCH
+    except ValueError as error:
+        raise SerializationError(f"message at {where} has a bad timestamp {timestamp!r}") from error
+    return Envelope(sequence, subject, when, body)

@@ -1,0 +1,355 @@
+"""The NATS JetStream event store."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Collection, Sequence
+from typing import Any, Self
+
+import nats
+from nats.aio.client import Client
+
+from ..._core.conditions import AppendResult, ExpectedVersion, StreamState
+from ..._core.errors import (
+    StoreUnavailable,
+    StreamNotFound,
+)
+from ..._core.events import Event, Metadata, NewEvent, RecordedEvent
+from ..._core.registry import EventRegistry
+from ..._core.stream_ids import category_of, validate_stream_id
+from .._common import event_type_names, validate_range
+from ._appends import Appender
+from ._codec import (
+    Envelope,
+    StoredMessage,
+    decode_envelope,
+    position_of,
+    sequence_of,
+)
+from ._config import JetStreamConfig
+from ._direct import DirectGet
+from ._provision import provision_stream
+from ._subscription import JetStreamSubscription
+
+__all__ = ["JetStreamEventStore"]
+
+_WRONG_LAST_SEQUENCE = 10071
+_ACTUAL_SEQUENCE = re.compile(r"wrong last sequence: (\d+)")
+_TAIL_CACHE_SIZE = 100_000
+
+
+class JetStreamEventStore:
+    """An :class:`eventtape.EventStore` on NATS JetStream.
+
+    One JetStream stream holds every event; each event stream is one subject,
+    ``<subject_prefix>.<category>.<stream id>``, so per-stream concurrency checks and category
+    filters run on the server. Each append is one message holding all its events, stored
+    atomically in one round trip, conditional on the subject's last sequence
+    (``Nats-Expected-Last-Subject-Sequence``) and de-duplicated by its first event id
+    (``Nats-Msg-Id``). See the JetStream guide for what an acknowledged append guarantees.
+
+    Build one with :meth:`connect` (it owns its connection) or :meth:`open` (on a connection you
+    already have, with your credentials and TLS); both create or verify the stream.
+
+    Args:
+        nc: A connected nats-py client.
+        registry: The event registry.
+        config: Stream layout and timeouts.
+        owns_connection: Close ``nc`` in :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        nc: Client,
+        registry: EventRegistry,
+        config: JetStreamConfig | None = None,
+        *,
+        owns_connection: bool = False,
+    ) -> None:
+        self._nc = nc
+        self._registry = registry
+        self._config = config or JetStreamConfig()
+        self._owns_connection = owns_connection
+        self._direct = DirectGet(nc, self._config.stream, self._config.request_timeout)
+        self._appender = Appender(nc, registry, self._config, self._direct)
+        self._subscriptions: set[JetStreamSubscription] = set()
+        self._prefix = self._config.subject_prefix + "."
+        self._started = False
+
+    @classmethod
+    async def connect(
+        cls,
+        servers: str | list[str],
+        registry: EventRegistry,
+        *,
+        config: JetStreamConfig | None = None,
+        **connect_options: Any,
+    ) -> Self:
+        """Connect to NATS, create or verify the stream, and return a store owning the connection.
+
+        Args:
+            servers: Server URL(s), such as ``"nats://127.0.0.1:4222"``.
+            registry: The event registry.
+            config: Stream layout and timeouts.
+            **connect_options: Passed to :func:`nats.connect` (credentials, TLS, names ...).
+
+        Raises:
+            StoreUnavailable: If no server answers.
+            StoreConfigurationError: If the server is too old or the stream conflicts.
+        """
+        try:
+            nc = await nats.connect(servers, **connect_options)
+        except Exception as error:
+            raise StoreUnavailable(f"cannot connect to NATS at {servers!r}: {error!r}") from error
+        store = cls(nc, registry, config, owns_connection=True)
+        try:
+            await store.start()
+        except BaseException:
+            await nc.close()
+            raise
+        return store
+
+    @classmethod
+    async def open(
+        cls, nc: Client, registry: EventRegistry, *, config: JetStreamConfig | None = None
+    ) -> Self:
+        """Create or verify the stream on an existing connection and return the store."""
+        store = cls(nc, registry, config)
+        await store.start()
+        return store
+
+    async def start(self) -> None:
+        """Check the server, create or verify the stream, and start reading replies."""
+        if self._started:
+            return
+        await provision_stream(self._nc, self._config)
+        await self._direct.start()
+        self._started = True
+
+    @property
+    def registry(self) -> EventRegistry:
+        """The event registry this store names, encodes and decodes events with."""
+        return self._registry
+
+    @property
+    def config(self) -> JetStreamConfig:
+        """The stream layout and timeouts."""
+        return self._config
+
+    # -- appending ----------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event | NewEvent[Event]],
+        *,
+        expected_version: ExpectedVersion = StreamState.ANY,
+        metadata: Metadata | None = None,
+    ) -> AppendResult:
+        """Append events atomically as one message; see :meth:`eventtape.EventStore.append`.
+
+        Costs one round trip when the expected version is exact and this store has seen the
+        stream's tail (the usual case after loading an aggregate), or the stream is new.
+        """
+        self._check_started()
+        return await self._appender.append(
+            stream_id, events, expected_version=expected_version, metadata=metadata
+        )
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def read_stream(
+        self,
+        stream_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        limit: int | None = None,
+        position_hint: int | None = None,
+    ) -> AsyncIterator[RecordedEvent[Event]]:
+        """Yield a stream's events in order; see :meth:`eventtape.EventStore.read_stream`.
+
+        One batched direct get per ``read_batch`` appends; with a ``position_hint`` (a
+        snapshot's position) reading starts at that append instead of the stream's first.
+        """
+        self._check_started()
+        validate_stream_id(stream_id)
+        validate_range("from_version", from_version, 1)
+        validate_range("to_version", to_version, 0)
+        validate_range("limit", limit, 0)
+        subject = self._config.subject(category_of(stream_id), stream_id)
+        last = to_version if to_version is not None else float("inf")
+        if limit is not None:
+            last = min(last, from_version - 1 + limit)
+        start = sequence_of(position_hint) if position_hint else 1
+        found = False
+        envelope: Envelope | None = None
+        async for message in self._direct.batch(start, subject, batch=self._config.read_batch):
+            envelope = decode_envelope(message, self._prefix)
+            if not found and envelope.first_version > from_version and start > 1:
+                # A hint past the versions asked for: read from the beginning instead.
+                async for record in self.read_stream(
+                    stream_id, from_version=from_version, to_version=to_version, limit=limit
+                ):
+                    yield record
+                return
+            found = True
+            if envelope.last_version < from_version:
+                continue
+            if envelope.first_version > last:
+                return
+            first = envelope.first_version
+            upto = None if last == float("inf") else int(last) - first
+            for record in envelope.records(self._registry, from_version - first, upto):
+                yield record
+        if not found:
+            if start > 1:  # a hint past the stream's end: read from the beginning instead
+                async for record in self.read_stream(
+                    stream_id, from_version=from_version, to_version=to_version, limit=limit
+                ):
+                    yield record
+                return
+            raise StreamNotFound(stream_id)
+        if envelope is not None:
+            self._appender.remember(stream_id, envelope.last_version, envelope.sequence)
+
+    async def read_all(
+        self,
+        *,
+        from_position: int = 1,
+        categories: Collection[str] | None = None,
+        event_types: Collection[str | type[Event]] | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[RecordedEvent[Event]]:
+        """Yield events in global order; see :meth:`eventtape.EventStore.read_all`.
+
+        A single category is filtered on the server (``<prefix>.<category>.*``); several, and
+        event types, are filtered here.
+        """
+        self._check_started()
+        validate_range("from_position", from_position, 1)
+        validate_range("limit", limit, 0)
+        subject_filter, wanted_categories, wanted_types = self._filters(categories, event_types)
+        remaining = limit if limit is not None else -1
+        if remaining == 0:
+            return
+        async for message in self._direct.batch(
+            sequence_of(from_position), subject_filter, batch=self._config.read_batch
+        ):
+            for record in self._matching(message, from_position, wanted_categories, wanted_types):
+                yield record
+                remaining -= 1
+                if remaining == 0:
+                    return
+
+    def subscribe(
+        self,
+        *,
+        from_position: int = 1,
+        categories: Collection[str] | None = None,
+        event_types: Collection[str | type[Event]] | None = None,
+    ) -> JetStreamSubscription:
+        """Catch up from ``from_position``, then follow live appends.
+
+        Reads by sequence with direct gets, so it can neither skip nor repeat an event; the
+        headers the server republishes once a message is stored wake it, and it also looks
+        every ``poll_interval`` seconds, so a lost wake-up only delays it. It survives server
+        restarts and reconnects, resuming after the last event it yielded.
+        """
+        self._check_started()
+        validate_range("from_position", from_position, 1)
+        subject_filter, wanted_categories, wanted_types = self._filters(categories, event_types)
+
+        def matching(message: StoredMessage, from_position: int) -> list[RecordedEvent[Event]]:
+            return self._matching(message, from_position, wanted_categories, wanted_types)
+
+        subscription = JetStreamSubscription(
+            self._nc,
+            self._direct,
+            self._config,
+            from_position,
+            subject_filter,
+            matching,
+            self._subscriptions.discard,
+        )
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def _filters(
+        self,
+        categories: Collection[str] | None,
+        event_types: Collection[str | type[Event]] | None,
+    ) -> tuple[str, frozenset[str] | None, frozenset[str] | None]:
+        if isinstance(categories, str):
+            raise TypeError("categories takes a collection of names, not one string")
+        wanted_types = event_type_names(self._registry, event_types)
+        if categories is None:
+            return self._config.filter_subject(), None, wanted_types
+        wanted = frozenset(categories)
+        for category in wanted:
+            validate_stream_id(category)
+        if len(wanted) == 1:
+            (only,) = wanted
+            return self._config.filter_subject(only), None, wanted_types
+        return self._config.filter_subject(), wanted, wanted_types
+
+    def _matching(
+        self,
+        message: StoredMessage,
+        from_position: int,
+        categories: frozenset[str] | None,
+        event_types: frozenset[str] | None,
+    ) -> list[RecordedEvent[Event]]:
+        envelope = decode_envelope(message, self._prefix)
+        if categories is not None and category_of(envelope.stream_id) not in categories:
+            return []
+        if event_types is not None and not any(
+            event["type"] in event_types for event in envelope.body["events"]
+        ):
+            return []
+        skip = max(from_position - position_of(envelope.sequence, 0), 0)
+        return [
+            record
+            for record in envelope.records(self._registry, skip)
+            if event_types is None or record.event_type in event_types
+        ]
+
+    async def stream_version(self, stream_id: str) -> int:
+        """Return the stream's version (0 if it has no events): one direct get."""
+        self._check_started()
+        validate_stream_id(stream_id)
+        subject = self._config.subject(category_of(stream_id), stream_id)
+        version, _ = await self._appender.refresh_tail(stream_id, subject)
+        return version
+
+    async def head_position(self) -> int:
+        """Return the position of the store's last event (0 if it is empty)."""
+        self._check_started()
+        return await self._direct.head_position(self._prefix)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """End every subscription, stop reading replies, and close an owned connection."""
+        for subscription in list(self._subscriptions):
+            await subscription.aclose()
+        await self._direct.close()
+        self._started = False
+        if self._owns_connection and not self._nc.is_closed:
+            await self._nc.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _check_started(self) -> None:
+        if not self._started:
+            raise RuntimeError("start() the JetStream store (or use connect()/open()) first")
+
+    @property
+    def nc(self) -> Client:
+        """The NATS connection the store uses (for tooling beside it, e.g. a snapshot store)."""
+        return self._nc

@@ -1,0 +1,392 @@
+"""In-memory event and snapshot stores: real implementations for tests and quick starts.
+
+They keep the full contract (atomic appends, optimistic concurrency, idempotent retries, gapless
+subscriptions) and are safe under any number of concurrent asyncio tasks: every mutation happens
+between two awaits, so it is atomic on the event loop. Nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Self
+from uuid import UUID
+
+from .._core.conditions import AppendResult, ExpectedVersion, StreamState
+from .._core.errors import DuplicateEventId, SerializationError, StreamNotFound
+from .._core.events import EMPTY_HEADERS, Event, Metadata, NewEvent, RecordedEvent
+from .._core.registry import EventRegistry
+from .._core.snapshots import Snapshot
+from .._core.stream_ids import category_of, validate_stream_id
+from ._common import (
+    check_expected_version,
+    event_type_names,
+    to_new_events,
+    validate_expected_version,
+    validate_range,
+)
+
+__all__ = ["InMemoryEventStore", "InMemorySnapshotStore"]
+
+_NO_METADATA = Metadata()
+Filter = Callable[[RecordedEvent[Event]], bool]
+
+
+class InMemoryEventStore:
+    """An :class:`eventtape.EventStore` held in process memory.
+
+    Args:
+        registry: The event registry; appending an unregistered event class fails, as it would
+            on a persistent store.
+        round_trip: Encode every appended event to JSON and decode it back before storing it
+            (the default). Your tests then fail on anything a persistent store could not store,
+            and the stored event shares no mutable object with the caller's. Turn it off only
+            where the last microsecond matters.
+    """
+
+    def __init__(self, registry: EventRegistry, *, round_trip: bool = True) -> None:
+        self._registry = registry
+        self._round_trip = round_trip
+        self._streams: dict[str, list[RecordedEvent[Event]]] = {}
+        self._all: list[RecordedEvent[Event]] = []
+        self._by_id: dict[UUID, RecordedEvent[Event]] = {}
+        self._waiters: list[asyncio.Future[None]] = []
+        self._subscriptions: set[_MemorySubscription] = set()
+        self._closed = False
+
+    @property
+    def registry(self) -> EventRegistry:
+        """The event registry this store names and checks events with."""
+        return self._registry
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event | NewEvent[Event]],
+        *,
+        expected_version: ExpectedVersion = StreamState.ANY,
+        metadata: Metadata | None = None,
+    ) -> AppendResult:
+        """Append events atomically; see :meth:`eventtape.EventStore.append`."""
+        self._check_open()
+        validate_stream_id(stream_id)
+        validate_expected_version(expected_version)
+        new = to_new_events(events)
+        stream = self._streams.get(stream_id)
+        actual = len(stream) if stream is not None else 0
+
+        retried = self._retried_result(stream_id, new, expected_version)
+        if retried is not None:
+            return retried
+        check_expected_version(stream_id, expected_version, actual)
+
+        # Prepare every record before changing anything, so a failure leaves no trace.
+        meta = metadata or _NO_METADATA
+        headers = MappingProxyType(dict(meta.headers)) if meta.headers else EMPTY_HEADERS
+        recorded_at = datetime.now(UTC)
+        position = len(self._all)
+        records = [
+            RecordedEvent(
+                stream_id,
+                actual + offset,
+                position + offset,
+                item.event_id,
+                name,
+                recorded_at,
+                event,
+                meta.actor,
+                meta.causation_id,
+                meta.correlation_id,
+                headers,
+            )
+            for offset, (item, name, event) in enumerate(self._prepare(new), start=1)
+        ]
+
+        if stream is None:
+            self._streams[stream_id] = records
+        else:
+            stream.extend(records)
+        self._all.extend(records)
+        for record in records:
+            self._by_id[record.event_id] = record
+        self._wake_subscribers()
+        return AppendResult(
+            stream_id,
+            records[0].version,
+            records[-1].version,
+            records[0].position,
+            records[-1].position,
+        )
+
+    def _prepare(self, new: list[NewEvent[Event]]) -> list[tuple[NewEvent[Event], str, Event]]:
+        registry = self._registry
+        prepared = []
+        for item in new:
+            if self._round_trip:
+                # The registry's decode, minus the name lookup: the class is at hand.
+                name, _version, data = registry.encode(item.event)
+                try:
+                    event = type(item.event).__pydantic_validator__.validate_json(data)
+                except ValueError as error:
+                    raise SerializationError(
+                        f"{type(item.event).__qualname__} does not survive JSON encoding, so a "
+                        f"persistent store could not keep it: {error}"
+                    ) from error
+            else:
+                name, event = registry.name_of(type(item.event)), item.event
+            prepared.append((item, name, event))
+        return prepared
+
+    def _retried_result(
+        self, stream_id: str, new: list[NewEvent[Event]], expected: ExpectedVersion
+    ) -> AppendResult | None:
+        """Return the original result if ``new`` repeats stored events exactly, else ``None``."""
+        by_id = self._by_id
+        first = by_id.get(new[0].event_id)
+        if first is None:
+            for item in new[1:]:
+                if item.event_id in by_id:
+                    raise DuplicateEventId(
+                        stream_id, item.event_id, "it is stored, but the events before it are not"
+                    )
+            return None
+        if first.stream_id != stream_id:
+            raise DuplicateEventId(
+                stream_id, first.event_id, f"it belongs to stream {first.stream_id!r}"
+            )
+        if isinstance(expected, int) and expected != first.version - 1:
+            raise DuplicateEventId(
+                stream_id,
+                first.event_id,
+                f"it is stored at version {first.version}, not after version {expected}",
+            )
+        stream = self._streams[stream_id]
+        for offset, item in enumerate(new):
+            index = first.version - 1 + offset
+            stored = stream[index] if index < len(stream) else None
+            if stored is None or stored.event_id != item.event_id:
+                raise DuplicateEventId(
+                    stream_id, item.event_id, "the retried events do not match the stored ones"
+                )
+            if not self._same_content(stored, item.event):
+                raise DuplicateEventId(stream_id, item.event_id, "it was stored with other content")
+        last = stream[first.version - 2 + len(new)]
+        return AppendResult(stream_id, first.version, last.version, first.position, last.position)
+
+    def _same_content(self, stored: RecordedEvent[Event], event: Event) -> bool:
+        if type(stored.event) is not type(event):
+            return False
+        if self._round_trip:
+            registry = self._registry
+            return registry.encode(stored.event)[2] == registry.encode(event)[2]
+        return stored.event == event
+
+    async def read_stream(
+        self,
+        stream_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        limit: int | None = None,
+        position_hint: int | None = None,
+    ) -> AsyncIterator[RecordedEvent[Event]]:
+        """Yield a stream's events in order; see :meth:`eventtape.EventStore.read_stream`.
+
+        ``position_hint`` is accepted and ignored: every version is one list index away.
+        """
+        self._check_open()
+        validate_stream_id(stream_id)
+        validate_range("from_version", from_version, 1)
+        validate_range("to_version", to_version, 0)
+        validate_range("limit", limit, 0)
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise StreamNotFound(stream_id)
+        end = len(stream) if to_version is None else min(to_version, len(stream))
+        if limit is not None:
+            end = min(end, from_version - 1 + limit)
+        for index in range(from_version - 1, end):
+            yield stream[index]
+
+    async def read_all(
+        self,
+        *,
+        from_position: int = 1,
+        categories: Collection[str] | None = None,
+        event_types: Collection[str | type[Event]] | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[RecordedEvent[Event]]:
+        """Yield events in global order; see :meth:`eventtape.EventStore.read_all`."""
+        self._check_open()
+        validate_range("from_position", from_position, 1)
+        validate_range("limit", limit, 0)
+        matches = self._filter(categories, event_types)
+        head = len(self._all)
+        remaining = head if limit is None else limit
+        index = from_position - 1
+        while index < head and remaining > 0:
+            record = self._all[index]
+            index += 1
+            if matches is None or matches(record):
+                remaining -= 1
+                yield record
+
+    def subscribe(
+        self,
+        *,
+        from_position: int = 1,
+        categories: Collection[str] | None = None,
+        event_types: Collection[str | type[Event]] | None = None,
+    ) -> _MemorySubscription:
+        """Catch up from ``from_position``, then follow live appends (woken, never polled)."""
+        self._check_open()
+        validate_range("from_position", from_position, 1)
+        subscription = _MemorySubscription(
+            self, from_position, self._filter(categories, event_types)
+        )
+        self._subscriptions.add(subscription)
+        return subscription
+
+    async def stream_version(self, stream_id: str) -> int:
+        """Return the stream's version (0 if it has no events)."""
+        validate_stream_id(stream_id)
+        stream = self._streams.get(stream_id)
+        return len(stream) if stream is not None else 0
+
+    async def head_position(self) -> int:
+        """Return the last global position (0 if the store is empty)."""
+        return len(self._all)
+
+    async def aclose(self) -> None:
+        """Close the store and every subscription on it."""
+        self._closed = True
+        for subscription in list(self._subscriptions):
+            await subscription.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the event store is closed")
+
+    def _filter(
+        self,
+        categories: Collection[str] | None,
+        event_types: Collection[str | type[Event]] | None,
+    ) -> Filter | None:
+        if isinstance(categories, str):
+            raise TypeError("categories takes a collection of names, not one string")
+        wanted_categories = frozenset(categories) if categories is not None else None
+        wanted_types = event_type_names(self._registry, event_types)
+        if wanted_categories is None and wanted_types is None:
+            return None
+
+        def matches(record: RecordedEvent[Event]) -> bool:
+            if wanted_types is not None and record.event_type not in wanted_types:
+                return False
+            return wanted_categories is None or category_of(record.stream_id) in wanted_categories
+
+        return matches
+
+    def _wake_subscribers(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _append_waiter(self) -> asyncio.Future[None]:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+
+class _MemorySubscription:
+    """A subscription to an :class:`InMemoryEventStore` (see :class:`eventtape.Subscription`)."""
+
+    def __init__(
+        self, store: InMemoryEventStore, from_position: int, matches: Filter | None
+    ) -> None:
+        self._store = store
+        self._next_index = from_position - 1
+        self._matches = matches
+        self._closed = False
+        self._waiting: asyncio.Future[None] | None = None
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> RecordedEvent[Event]:
+        log = self._store._all
+        while not self._closed:
+            while self._next_index < len(log):
+                record = log[self._next_index]
+                self._next_index += 1
+                if self._matches is None or self._matches(record):
+                    return record
+            self._waiting = self._store._append_waiter()
+            try:
+                await self._waiting
+            finally:
+                self._waiting = None
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """End the subscription; a loop waiting on it stops."""
+        self._closed = True
+        self._store._subscriptions.discard(self)
+        if self._waiting is not None and not self._waiting.done():
+            self._waiting.set_result(None)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class InMemorySnapshotStore:
+    """An :class:`eventtape.SnapshotStore` in process memory: the latest snapshot per stream.
+
+    Snapshot state is stored as JSON text, so state a persistent store could not hold fails here
+    too, and a loaded snapshot never shares objects with the aggregate that was saved.
+    """
+
+    def __init__(self) -> None:
+        self._snapshots: dict[str, tuple[Snapshot, str]] = {}
+
+    async def save(self, snapshot: Snapshot) -> None:
+        """Store ``snapshot``, replacing an older one of the same stream.
+
+        Raises:
+            SerializationError: If the state is not JSON-compatible.
+        """
+        validate_stream_id(snapshot.stream_id)
+        try:
+            text = json.dumps(snapshot.state, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise SerializationError(
+                f"snapshot of {snapshot.stream_id!r} is not JSON-compatible: {error}"
+            ) from error
+        current = self._snapshots.get(snapshot.stream_id)
+        if current is None or current[0].version <= snapshot.version:
+            self._snapshots[snapshot.stream_id] = (snapshot, text)
+
+    async def load(self, stream_id: str) -> Snapshot | None:
+        """Return the latest snapshot of ``stream_id``, or ``None``."""
+        validate_stream_id(stream_id)
+        found = self._snapshots.get(stream_id)
+        if found is None:
+            return None
+        snapshot, text = found
+        return snapshot.replace(state=json.loads(text))
+
+    async def delete(self, stream_id: str) -> None:
+        """Forget the snapshot of ``stream_id``, if any."""
+        self._snapshots.pop(stream_id, None)
