@@ -26,6 +26,8 @@ EXPECTED = [
     "ExpectedVersion",
     "InMemoryEventStore",
     "InMemorySnapshotStore",
+    "InvalidArgument",
+    "InvalidMetadata",
     "InvalidStreamId",
     "ManualClock",
     "Metadata",

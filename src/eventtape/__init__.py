@@ -18,6 +18,8 @@ from ._core.errors import DomainError as DomainError
 from ._core.errors import DuplicateEventId as DuplicateEventId
 from ._core.errors import EventRegistrationError as EventRegistrationError
 from ._core.errors import EventtapeError as EventtapeError
+from ._core.errors import InvalidArgument as InvalidArgument
+from ._core.errors import InvalidMetadata as InvalidMetadata
 from ._core.errors import InvalidStreamId as InvalidStreamId
 from ._core.errors import MissingApplyHandler as MissingApplyHandler
 from ._core.errors import ProjectionFailed as ProjectionFailed
@@ -88,6 +90,8 @@ __all__ = [
     "ExpectedVersion",
     "InMemoryEventStore",
     "InMemorySnapshotStore",
+    "InvalidArgument",
+    "InvalidMetadata",
     "InvalidStreamId",
     "ManualClock",
     "Metadata",

@@ -4,6 +4,9 @@ The hierarchy::
 
     EventtapeError
     ├── InvalidStreamId            a stream id that could be misread as a subject, key or wildcard
+    ├── InvalidArgument            a call's argument has the wrong type or value (also a
+    │   │                          TypeError and a ValueError); nothing was done
+    │   └── InvalidMetadata        an actor, causation/correlation id or header that can't be kept
     ├── ConcurrencyError           expected version did not match; nothing was appended
     ├── DuplicateEventId           an event id reused with other content or at another place
     ├── StreamNotFound             reading a stream that has no events
@@ -39,6 +42,8 @@ __all__ = [
     "DuplicateEventId",
     "EventRegistrationError",
     "EventtapeError",
+    "InvalidArgument",
+    "InvalidMetadata",
     "InvalidStreamId",
     "MissingApplyHandler",
     "ProjectionFailed",
@@ -68,6 +73,28 @@ class InvalidStreamId(EventtapeError, ValueError):
         self.stream_id = stream_id
         self.reason = reason
         super().__init__(f"invalid stream id {stream_id!r}: {reason}")
+
+
+class InvalidArgument(EventtapeError, TypeError, ValueError):
+    """A call was given an argument of the wrong type or value; nothing was done.
+
+    It is both a :class:`TypeError` and a :class:`ValueError`, so code written against Python's
+    conventions keeps catching it.
+    """
+
+
+class InvalidMetadata(InvalidArgument):
+    """Metadata (actor, causation or correlation id, headers) that a store could not keep.
+
+    Attributes:
+        field: The offending field (``"actor"``, ``"headers"`` ...).
+        reason: Why it was refused.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid metadata {field}: {reason}")
 
 
 class ConcurrencyError(EventtapeError):
