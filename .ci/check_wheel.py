@@ -18,6 +18,7 @@ NEEDS = {
     "eventtape.sinks.postgres": "postgres",
     "eventtape.testing": "testing",
     "eventtape.console": "console",
+    "eventtape.privacy": "crypto",
 }
 
 

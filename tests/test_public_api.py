@@ -59,6 +59,7 @@ EXPECTED = [
     "StoreUnavailable",
     "StreamNotFound",
     "StreamState",
+    "SubjectForgotten",
     "Subscription",
     "SystemClock",
     "UnknownEventType",

@@ -28,6 +28,7 @@ from ._core.errors import SerializationError as SerializationError
 from ._core.errors import StoreConfigurationError as StoreConfigurationError
 from ._core.errors import StoreUnavailable as StoreUnavailable
 from ._core.errors import StreamNotFound as StreamNotFound
+from ._core.errors import SubjectForgotten as SubjectForgotten
 from ._core.errors import UnknownEventType as UnknownEventType
 from ._core.errors import UpcastError as UpcastError
 from ._core.events import Event as Event
@@ -123,6 +124,7 @@ __all__ = [
     "StoreUnavailable",
     "StreamNotFound",
     "StreamState",
+    "SubjectForgotten",
     "Subscription",
     "SystemClock",
     "UnknownEventType",

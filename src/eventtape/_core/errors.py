@@ -16,6 +16,7 @@ The hierarchy::
     │   └── UpcastError            no upcaster path to the current schema version
     ├── EventRegistrationError     a registration that contradicts an earlier one
     ├── MissingApplyHandler        an aggregate was given an event it has no apply handler for
+    ├── SubjectForgotten           new personal data for a data subject that was forgotten
     ├── StoreUnavailable           the store did not answer; an append's outcome is unknown
     ├── StoreConfigurationError    the store's server or stream cannot be used as configured
     ├── ProjectionFailed           a projection stopped on an event its handler kept failing on
@@ -52,6 +53,7 @@ __all__ = [
     "StoreConfigurationError",
     "StoreUnavailable",
     "StreamNotFound",
+    "SubjectForgotten",
     "UnknownEventType",
     "UpcastError",
 ]
@@ -240,6 +242,21 @@ class MissingApplyHandler(EventtapeError, TypeError):
             f"{aggregate_type} has no @applies handler for {event_type}; "
             f"add one so its state can be rebuilt from that event"
         )
+
+
+class SubjectForgotten(EventtapeError):
+    """Personal data was appended for a data subject whose key was destroyed; nothing was stored.
+
+    Forgetting is for good: a forgotten subject's data is never collected again under the old
+    identity. Give the person a new subject id if they come back.
+
+    Attributes:
+        subject: The forgotten data subject (``"customer:789"``).
+    """
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        super().__init__(f"data subject {subject!r} was forgotten; no new personal data for it")
 
 
 class StoreUnavailable(EventtapeError):
