@@ -63,10 +63,16 @@ class CliError(Exception):
 
 
 def _load(spec: str) -> Any:
-    """Import ``module:attribute``."""
+    """Import ``module:attribute``, finding modules in the current directory as ``python -m`` does.
+
+    A console script's ``sys.path`` starts with its own bin directory, not the working
+    directory, so ``--aggregate examples.order_shop.domain:Order`` would need ``PYTHONPATH=.``.
+    """
     module_name, _, attribute = spec.partition(":")
     if not attribute:
         raise CliError(f"{spec!r} must look like package.module:name", EXIT_USAGE)
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # after everything else: never shadows an installed module
     try:
         value = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
