@@ -416,3 +416,26 @@ async def test_racing_first_deposits_all_land(client: Client) -> None:
     )
     assert [a.status_code for a in answers] == [200] * 8
     assert (await client.get("/wallets/789", ALICE)).json()["balance"] == "8.00"
+
+
+async def test_free_text_with_control_characters_is_refused(client: Client) -> None:
+    # A NUL in a product name stopped the PostgreSQL read model (TEXT cannot hold it).
+    await stocked(client)
+    order_id = (
+        await client.post("/orders", {"items": [{"sku": "mug", "quantity": 1}]}, ALICE)
+    ).json()["order_id"]
+    await client.settle()
+    head = await client.shop.store.head_position()
+    for path, body, token in (
+        ("/products", {"sku": "nul", "name": "a\u0000b", "price": "1.00"}, ADMIN),
+        ("/products", {"sku": "esc", "name": "\u001b[2Jpwned", "price": "1.00"}, ADMIN),
+        (f"/orders/{order_id}/cancel", {"reason": "\u001b]0;pwned\u0007"}, ALICE),
+        (f"/orders/{order_id}/ship", {"tracking_number": "TRK\r\n1"}, ADMIN),
+    ):
+        response = await client.post(path, body, token)
+        assert response.status_code == 422, (path, response.text)
+    surrogate = b'{"sku": "sur", "name": "a\\ud800b", "price": "1.00"}'
+    assert (await raw(client, "/products", surrogate, ADMIN, **JSON)).status_code == 422
+    assert await client.shop.store.head_position() == head
+    named = {"sku": "uni", "name": "Tasse \u00e0 th\u00e9 \u2615", "price": "1.00"}
+    assert (await client.post("/products", named, ADMIN)).status_code == 201

@@ -8,6 +8,7 @@ API's own terms, never in the store's.
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -50,6 +51,20 @@ IdempotencyKey = Annotated[
 _AMOUNT = re.compile(r"\d{1,10}(\.\d{1,2})?")
 
 
+def _printable(value: str) -> str:
+    # A NUL stops a PostgreSQL read model (TEXT cannot hold it) and control characters reach
+    # operators' terminals: free text is printable, whatever the storage would accept.
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+Printable = AfterValidator(_printable)
+Name = Annotated[str, Field(min_length=1, max_length=200), Printable]
+Reason = Annotated[str, Field(min_length=1, max_length=500), Printable]
+TrackingNumber = Annotated[str, Field(min_length=1, max_length=100), Printable]
+
+
 def _amount_text(value: Any) -> Any:
     # Only plain decimals: Decimal() would also take "1e5", "NaN", " 12", "+5" and "1_000".
     if not isinstance(value, str) or not _AMOUNT.fullmatch(value):
@@ -83,7 +98,7 @@ Status = Literal["placed", "reserved", "paid", "shipped", "cancelled"]
 
 class ProductIn(BaseModel):
     sku: Sku
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     price: Amount
 
 
@@ -107,11 +122,11 @@ class OrderIn(BaseModel):
 
 
 class CancelIn(BaseModel):
-    reason: str = Field(min_length=1, max_length=500)
+    reason: Reason
 
 
 class ShipIn(BaseModel):
-    tracking_number: str = Field(min_length=1, max_length=100)
+    tracking_number: TrackingNumber
 
 
 # -- responses --------------------------------------------------------------------------------
