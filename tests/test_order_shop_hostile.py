@@ -106,6 +106,14 @@ async def test_every_malformed_value_is_a_4xx_and_changes_nothing(client: Client
     assert wrong_type.status_code == 415
     form = await client.http.post("/orders", data={"items": "x"}, headers=auth(ALICE))
     assert form.status_code == 415
+    body = b'{"items": [{"sku": "mug", "quantity": 1}]}'
+    latin = await raw(
+        client, "/orders", body, **{"content-type": "application/json; charset=latin-1"}
+    )
+    assert latin.status_code == 415
+    utf8 = await raw(client, "/orders", body, **{"content-type": "application/json; charset=UTF-8"})
+    assert utf8.status_code == 202
+    head = await client.shop.store.head_position()
     assert await client.shop.store.head_position() == head
 
 

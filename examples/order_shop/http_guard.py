@@ -113,9 +113,13 @@ class BodyGuard:
                 break
         body = b"".join(chunks)
         if body:
-            media_type = headers.get("content-type", "").split(";")[0].strip().lower()
-            if media_type != "application/json":
-                await _problem(scope, receive, send, 415, "send the body as application/json")
+            media_type, _, parameters = headers.get("content-type", "").partition(";")
+            charset = parameters.strip().lower().replace(" ", "")
+            if media_type.strip().lower() != "application/json" or charset not in (
+                "",
+                "charset=utf-8",
+            ):  # JSON is UTF-8 (RFC 8259): a body declared otherwise would be misread
+                await _problem(scope, receive, send, 415, "send the body as UTF-8 application/json")
                 return
             why = check_json(body)
             if why is not None:
@@ -151,7 +155,7 @@ async def invalid_request(request: Request, error: Exception) -> JSONResponse:
     errors = [
         {
             "loc": [_short(part) for part in e.get("loc", ())],
-            "msg": str(e.get("msg", "invalid"))[:_MAX_MESSAGE],
+            "msg": str(e.get("msg", "invalid")).removeprefix("Value error, ")[:_MAX_MESSAGE],
             "type": str(e.get("type", "value_error")),
         }
         for e in error.errors()[:_MAX_ERRORS]
