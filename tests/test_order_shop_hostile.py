@@ -447,3 +447,9 @@ async def test_free_text_with_control_characters_is_refused(client: Client) -> N
     assert await client.shop.store.head_position() == head
     named = {"sku": "uni", "name": "Tasse \u00e0 th\u00e9 \u2615", "price": "1.00"}
     assert (await client.post("/products", named, ADMIN)).status_code == 201
+
+
+async def test_no_redirect_follows_the_clients_host_header(client: Client) -> None:
+    response = await client.http.get("/orders/", headers={**auth(ALICE), "Host": "evil.example"})
+    assert response.status_code == 404
+    assert "location" not in response.headers

@@ -149,7 +149,9 @@ def create_app(
         finally:
             await shop.stop()
 
-    app = FastAPI(title="eventtape order shop", lifespan=lifespan)
+    # No redirects to the slash-less path: their Location is built from the Host header,
+    # which the client chooses (an open redirect to any host).
+    app = FastAPI(title="eventtape order shop", lifespan=lifespan, redirect_slashes=False)
     app.state.shop = shop
     app.add_middleware(BodyGuard, max_bytes=max_body_bytes)
     app.add_exception_handler(RequestValidationError, invalid_request)
