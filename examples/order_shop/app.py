@@ -19,26 +19,20 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import FastAPI, Header, HTTPException, Query
 from pydantic import AwareDatetime
 
 from eventtape import (
     Aggregate,
     AggregateNotFound,
     ConcurrencyError,
-    Event,
-    InvalidStreamId,
-    ProjectionTimeout,
-    RecordedEvent,
     Repository,
     metadata_scope,
 )
 
-from .domain import IllegalTransition, Line, Order, Product, ShopError, Wallet
-from .http_guard import MAX_BODY_BYTES, BodyGuard, invalid_request
+from .api_common import BODY, Actor, answers, event_out, install_error_handlers
+from .domain import Line, Order, Product, Wallet
+from .http_guard import MAX_BODY_BYTES, BodyGuard
 from .runtime import Settings, Shop
 from .schemas import (
     CancelIn,
@@ -46,7 +40,6 @@ from .schemas import (
     DepositIn,
     Health,
     IdempotencyKey,
-    Invalid,
     OrderAccepted,
     OrderChain,
     OrderHistory,
@@ -55,7 +48,6 @@ from .schemas import (
     OrderOut,
     OrderPage,
     OrderThen,
-    Problem,
     ProductHistory,
     ProductIn,
     ProductOut,
@@ -64,7 +56,6 @@ from .schemas import (
     ShipIn,
     Sku,
     Status,
-    StatusProblem,
     UserId,
     WalletHistory,
     WalletOut,
@@ -72,57 +63,9 @@ from .schemas import (
 
 A = TypeVar("A", bound=Aggregate)
 
-_bearer = HTTPBearer(auto_error=False, description="a token that names the actor")
-
-_ANSWERS: dict[int, tuple[type[Any], str]] = {
-    401: (Problem, "no valid bearer token"),
-    403: (Problem, "the actor may not do this"),
-    404: (Problem, "not found, or not the caller's"),
-    409: (StatusProblem, "conflicts with the current state"),
-    413: (Problem, f"the body is larger than {MAX_BODY_BYTES} bytes"),
-    415: (Problem, "the body is not application/json"),
-    422: (Invalid, "invalid input: where and why"),
-    504: (Problem, "the read model did not catch up in time"),
-}
-
-
-def answers(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI documentation of the error answers a route gives."""
-    return {code: {"model": _ANSWERS[code][0], "description": _ANSWERS[code][1]} for code in codes}
-
-
-BODY = (413, 415, 422)
-
-
-def _actor(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """The authenticated actor, from the bearer token (401 without a valid one)."""
-    tokens = request.app.state.shop.settings.tokens
-    found = tokens.get(credentials.credentials) if credentials is not None else None
-    if found is None:
-        raise HTTPException(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
-    return str(found)
-
-
-Actor = Annotated[str, Depends(_actor)]
 MinPosition = Annotated[
     int | None, Query(ge=0, le=2**62, description="read your writes: wait for this position")
 ]
-
-
-def event_out(record: RecordedEvent[Event]) -> dict[str, Any]:
-    return {
-        "version": record.version,
-        "type": record.event_type,
-        "data": record.event.model_dump(mode="json"),
-        "actor": record.actor,
-        "recorded_at": record.recorded_at,
-        "causation_id": record.causation_id,
-        "correlation_id": record.correlation_id,
-        "position": record.position,
-    }
 
 
 def idempotent_order_id(user_id: str, key: str) -> str:
@@ -154,32 +97,8 @@ def create_app(
     app = FastAPI(title="eventtape order shop", lifespan=lifespan, redirect_slashes=False)
     app.state.shop = shop
     app.add_middleware(BodyGuard, max_bytes=max_body_bytes)
-    app.add_exception_handler(RequestValidationError, invalid_request)
 
-    @app.exception_handler(IllegalTransition)
-    async def illegal(request: Request, error: IllegalTransition) -> JSONResponse:
-        return JSONResponse({"detail": str(error), "status": error.status}, status_code=409)
-
-    @app.exception_handler(ShopError)
-    async def refused(request: Request, error: ShopError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=422)
-
-    @app.exception_handler(AggregateNotFound)
-    async def not_found(request: Request, error: AggregateNotFound) -> JSONResponse:
-        return JSONResponse({"detail": "not found"}, status_code=404)  # never a stream name
-
-    @app.exception_handler(InvalidStreamId)
-    async def bad_id(request: Request, error: InvalidStreamId) -> JSONResponse:
-        return JSONResponse({"detail": "invalid id"}, status_code=422)  # never a stream name
-
-    @app.exception_handler(ConcurrencyError)
-    async def conflict(request: Request, error: ConcurrencyError) -> JSONResponse:
-        return JSONResponse({"detail": "changed concurrently; retry"}, status_code=409)
-
-    @app.exception_handler(ProjectionTimeout)
-    async def lagging(request: Request, error: ProjectionTimeout) -> JSONResponse:
-        detail = f"the read model has not reached position {error.position} yet; retry"
-        return JSONResponse({"detail": detail}, status_code=504)
+    install_error_handlers(app)
 
     def require_admin(who: str) -> None:
         if not who.startswith("admin:"):
