@@ -239,8 +239,9 @@ async def test_read_your_writes_on_products(client: Client) -> None:
     response = await client.get(f"/products/mug?min_position={position}", ADMIN)
     assert response.status_code == 200, response.text
     assert response.json()["available"] == 15
-    for bad in ("-1", "abc", str(2**70)):
+    for bad in ("-1", "abc", str(2**70), str(position + 10**9)):  # the last: not written yet
         assert (await client.get(f"/products/mug?min_position={bad}", ADMIN)).status_code == 422
+        assert (await client.get(f"/orders?min_position={bad}", ADMIN)).status_code == 422
 
 
 # -- errors in the API's terms --------------------------------------------------------------------

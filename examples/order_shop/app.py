@@ -137,7 +137,11 @@ def create_app(
         return result.position
 
     async def read(sql: str, *args: Any, min_position: int | None, projection: str) -> list[Any]:
-        if min_position:  # only the projection that serves the query: others never see P
+        if min_position:
+            if min_position > await shop.store.head_position():
+                # Nobody was given this position: waiting for it would only hold a task for 5 s.
+                raise HTTPException(422, f"no write has reached position {min_position}")
+            # Only the projection that serves the query: the others never see P.
             await shop.projections.wait_until(min_position, projections=[projection], timeout=5)
         return list(await shop.sink.fetch(sql, *args))
 
