@@ -6,6 +6,8 @@ run in memory and on the embedded JetStream + SQLite default."""
 from __future__ import annotations
 
 import asyncio
+import json
+import random
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -454,3 +456,55 @@ async def test_no_redirect_follows_the_clients_host_header(client: Client) -> No
     response = await client.http.get("/orders/", headers={**auth(ALICE), "Host": "evil.example"})
     assert response.status_code == 404
     assert "location" not in response.headers
+
+
+ODD_VALUES: list[Any] = [
+    None,
+    True,
+    0,
+    -1,
+    2**64,
+    10**400,
+    1.5,
+    -0.0,
+    float("inf"),
+    float("nan"),
+    "",
+    " ",
+    "2",
+    "1e5",
+    "\u0000",
+    "\u202e",
+    "ü" * 300,
+    "x" * 5000,
+    [],
+    [None],
+    {},
+    {"a": 1},
+]
+
+
+async def test_random_odd_values_never_answer_5xx(client: Client) -> None:
+    """Every field of every body replaced with odd values: a 2xx or a 4xx, never a 5xx."""
+    await stocked(client)
+    rng = random.Random(11)
+    bodies: list[tuple[str, dict[str, Any], str]] = [
+        ("/products", {"sku": "odd", "name": "Odd", "price": "1.00"}, ADMIN),
+        ("/products/mug/restock", {"quantity": 1}, ADMIN),
+        ("/wallets/789/deposit", {"amount": "1.00"}, ALICE),
+        ("/orders", {"items": [{"sku": "mug", "quantity": 1}]}, ALICE),
+        ("/orders/000000000000/cancel", {"reason": "r"}, ALICE),
+        ("/orders/000000000000/ship", {"tracking_number": "t"}, ADMIN),
+    ]
+    for _ in range(300):
+        path, body, token = rng.choice(bodies)
+        mutated: Any = json.loads(json.dumps(body))
+        target = mutated["items"][0] if "items" in mutated and rng.random() < 0.7 else mutated
+        key = rng.choice(list(target))
+        target[key] = rng.choice(ODD_VALUES)
+        if rng.random() < 0.1:
+            mutated = rng.choice(ODD_VALUES)
+        content = json.dumps(mutated).encode()  # NaN and Infinity as Python writes them
+        response = await raw(client, path, content, token, **JSON)
+        assert response.status_code < 500, (path, mutated, response.text[:200])
+        assert len(response.content) < 4000
