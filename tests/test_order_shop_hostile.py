@@ -392,6 +392,16 @@ async def test_openapi_documents_security_errors_and_types(client: Client) -> No
     assert schemas["ItemIn"]["properties"]["quantity"]["type"] == "integer"
     headers = [p["name"] for p in place.get("parameters", []) if p["in"] == "header"]
     assert "Idempotency-Key" in headers
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            ok = next(code for code in operation["responses"] if code.startswith("2"))
+            schema = operation["responses"][ok]["content"]["application/json"]["schema"]
+            assert "$ref" in schema or "anyOf" in schema, (method, path, schema)
+            if path != "/health":
+                assert operation["security"], (method, path)
+                assert {"401", "422"} <= set(operation["responses"]), (method, path)
+            if method == "post":
+                assert {"413", "415", "422"} <= set(operation["responses"]), path
 
 
 # -- more hostile input ---------------------------------------------------------------------------
