@@ -19,11 +19,21 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         'the PostgreSQL sink needs asyncpg: pip install "eventtape[postgres]"'
     ) from error
 
-from ._sql import SqlSink, checked_identifier, schema
+from .._core.wire import CHECKPOINTS_TABLE, OWNER_TOKEN_COLUMN
+from ._sql import SqlSink, checked_identifier, owner_token_column, schema
 
 __all__ = ["PostgresSink", "PostgresTransaction"]
 
-_SCHEMA = schema(position_type="BIGINT", timestamp_type="TIMESTAMPTZ")
+_SCHEMA = (
+    *schema(position_type="BIGINT", timestamp_type="TIMESTAMPTZ"),
+    # Checkpoint tables made before fencing get its token column; checked first, so a start
+    # does not take the table's exclusive lock when there is nothing to change.
+    f"""DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+        AND table_name = '{CHECKPOINTS_TABLE}' AND column_name = '{OWNER_TOKEN_COLUMN}') THEN
+      ALTER TABLE {CHECKPOINTS_TABLE} ADD COLUMN IF NOT EXISTS {owner_token_column("BIGINT")};
+    END IF; END $$""",
+)
 
 
 class PostgresTransaction:
