@@ -166,6 +166,9 @@ class _Worker:
         except Fenced:
             raise
         except Exception:
+            # A handler may fail because another runner owns the partition now (it wrote the
+            # rows first): check the fence before retrying, so that is not taken for a bug.
+            await self._check_fence()
             if len(batch) == 1:
                 await self._apply_with_retries(batch[0])
                 return
@@ -189,6 +192,7 @@ class _Worker:
                 raise
             except Exception as caught:
                 error = caught
+                await self._check_fence()
                 logger.warning(
                     "projection %s failed on %s at position %d (try %d of %d): %s",
                     self.name,
@@ -222,6 +226,18 @@ class _Worker:
         handler = self.projection.handler_for(type(record.event))
         if handler is not None:
             await handler(self.projection, record, tx)
+
+    async def _check_fence(self) -> None:
+        """Raise :class:`Fenced` if another runner has claimed this partition since."""
+        if self.token is not None:
+            async with self.sink.transaction() as tx:
+                await self.sink.claim(
+                    tx,
+                    self.name,
+                    self.options.partition.key,
+                    self.projection.generation,
+                    self.token,
+                )
 
     async def _save(self, tx: Any, position: int) -> None:
         partition, generation = self.options.partition.key, self.projection.generation

@@ -18,6 +18,7 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import (
+    APIError,
     BucketNotFoundError,
     KeyDeletedError,
     KeyNotFoundError,
@@ -32,6 +33,7 @@ from ..._core.wire import DEFAULT_LEASE_BUCKET, MEMBER_KEY_PREFIX
 
 __all__ = ["JetStreamLeases"]
 
+_WRONG_LAST_SEQUENCE = (10071, 10164)  # single server; a replicated stream with a write in flight
 _MEMBER = re.compile(r"[A-Za-z0-9_-]{1,200}")
 _KEY = re.compile(r"[A-Za-z0-9_=/.-]{1,1000}")
 
@@ -157,6 +159,10 @@ class JetStreamLeases:
             await self._kv.delete(lease.key, last=lease.revision)
         except KeyWrongLastSequenceError:
             return  # someone else's now
+        except APIError as error:
+            if error.err_code in _WRONG_LAST_SEQUENCE:
+                return  # (delete does not translate the code into the error above)
+            raise StoreUnavailable(f"releasing lease {lease.key!r}: {error!r}") from error
         except (TimeoutError, NatsError) as error:
             raise StoreUnavailable(f"releasing lease {lease.key!r}: {error!r}") from error
 
