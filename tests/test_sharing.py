@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -324,3 +325,52 @@ async def test_jetstream_leases_compare_and_set_and_expire(nats_url: str) -> Non
     finally:
         await nc.jetstream().delete_key_value(bucket)
         await nc.close()
+
+
+# -- sagas shared between runners -------------------------------------------------------------
+
+
+async def test_a_saga_runs_in_one_runner_and_moves_when_its_lease_is_taken(
+    tmp_path: Path,
+) -> None:
+    from eventtape import SagaRunner
+    from tests.shop import SHOP_REGISTRY, Fulfillment
+    from tests.test_sagas import check_invariants, open_shop
+    from tests.test_sagas import place as place_order
+
+    store = InMemoryEventStore(SHOP_REGISTRY)
+    shop = await open_shop(store)
+    leases = InMemoryLeases(ttl=60)
+    key = "lease.saga.fulfillment.0-1"
+    b_name = next(m for m in ("b", "b2", "b3", "b4", "b5") if owner_of(key, ["a", m]) == m)
+    sink_a, sink_b = SqliteSink(tmp_path / "s.db"), SqliteSink(tmp_path / "s.db")
+    a = SagaRunner(store, sink_a, [Fulfillment(shop)], sharing=Sharing(leases, member="a"))
+    b = SagaRunner(store, sink_b, [Fulfillment(shop)], sharing=Sharing(leases, member=b_name))
+    await a.start()
+    await b.start()
+    try:
+        assert (a.owned(), b.owned()) == (["fulfillment"], [])
+        await place_order(shop, "1", "rich")
+        await a.wait_until(await store.head_position(), timeout=10)
+        leases.expire()  # a is paused past its lease; b takes the saga over
+        assert b._coordinator is not None
+        await b._coordinator.tick()
+        assert b.owned() == ["fulfillment"]
+        await place_order(shop, "2", "rich")
+        while True:  # settle: what the saga caused is handled too
+            head = await store.head_position()
+            await b.wait_until(head, timeout=10)
+            if await store.head_position() == head:
+                break
+        for _ in range(100):
+            if a._workers["fulfillment"].fenced is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert a._workers["fulfillment"].fenced is not None  # a could not move the checkpoint
+        assert (await shop.orders.load("2")).status == "completed"
+        await check_invariants(shop, 10, Decimal("101"))
+    finally:
+        await a.aclose()
+        await b.aclose()
+        await sink_a.aclose()
+        await sink_b.aclose()
