@@ -134,13 +134,19 @@ class JetStreamLeases:
         _check_key(key)
         _check_member(owner)
         value = json.dumps({"owner": owner}).encode()
-        try:
-            revision = await self._kv.create(key, value)
-        except KeyWrongLastSequenceError:
-            return None
-        except (TimeoutError, NatsError) as error:
-            raise StoreUnavailable(f"acquiring lease {key!r}: {error!r}") from error
-        return Lease(key, owner, revision, revision)
+        for _ in range(3):
+            try:
+                revision = await self._kv.create(key, value)
+            except KeyWrongLastSequenceError:
+                return None
+            except KeyNotFoundError:
+                # The holder's entry expired between create's refusal and its look at the key
+                # (nats-py then raises this): the key is free now, so try again.
+                continue
+            except (TimeoutError, NatsError) as error:
+                raise StoreUnavailable(f"acquiring lease {key!r}: {error!r}") from error
+            return Lease(key, owner, revision, revision)
+        return None
 
     async def renew(self, lease: Lease) -> Lease | None:
         """See :meth:`eventtape.LeaseStore.renew`."""
