@@ -228,6 +228,46 @@ async def test_two_runners_split_the_partitions_and_the_survivor_takes_all(
         await b.aclose()
 
 
+async def test_sharing_goes_on_from_a_single_runners_checkpoint(backend: Backend) -> None:
+    store = InMemoryEventStore(REGISTRY)
+    orders = Repository(store, Order)
+    for n in range(10):
+        await place(orders, str(n), extra_items=1)
+    async with ProjectionRunner(store, backend.sink(), [backend.summary()]) as single:
+        await single.wait_until(await store.head_position(), timeout=5)
+    leases = InMemoryLeases(ttl=0.3)
+    shared = [
+        ProjectionRunner(
+            store, backend.sink(), [backend.summary()], sharing=Sharing(leases, 4, member=m)
+        )
+        for m in ("a", "b")
+    ]
+    for runner in shared:
+        await runner.start()
+    try:
+        for n in range(10, 15):
+            await place(orders, str(n))
+        await shared[0].wait_until(await store.head_position(), timeout=10)
+        events = [r async for r in store.read_all(categories=["order"])]
+        assert await applied(backend.sinks[0]) == [(r.position, 1) for r in events]
+    finally:
+        for runner in shared:
+            await runner.aclose()
+
+
+def test_sharing_and_a_fixed_partition_do_not_mix() -> None:
+    from eventtape import Partition, RunnerOptions
+
+    with pytest.raises(ValueError, match=r"Sharing\.partitions"):
+        ProjectionRunner(
+            InMemoryEventStore(REGISTRY),
+            SqliteSink(":memory:"),
+            [OrderSummary()],
+            RunnerOptions(partition=Partition(0, 2)),
+            sharing=Sharing(InMemoryLeases()),
+        )
+
+
 async def test_a_runner_whose_lease_was_taken_cannot_commit(tmp_path: Path) -> None:
     # a is paused (its lease rounds are 20 s apart) while its lease expires and b takes over.
     store = InMemoryEventStore(REGISTRY)

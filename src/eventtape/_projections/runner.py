@@ -360,6 +360,8 @@ class ProjectionRunner:
         # Shared mode: every partition's lease key, what it names, and the workers owned here.
         self._keys: dict[str, tuple[str, Partition]] = {}
         if sharing is not None:
+            if self._options.partition != Partition():
+                raise ValueError("with sharing, set Sharing.partitions, not options.partition")
             count = sharing.partitions
             for name in names:
                 for index in range(count):
@@ -411,10 +413,17 @@ class ProjectionRunner:
         """Claim a partition's checkpoint with the lease's token, then work on it."""
         name, partition = self._keys[key]
         projection = self._projections[name]
+        generation = projection.generation
         async with self._sink.transaction() as tx:
-            checkpoint = await self._sink.claim(
-                tx, name, partition.key, projection.generation, token
-            )
+            checkpoint = await self._sink.claim(tx, name, partition.key, generation, token)
+            if checkpoint == 0:
+                # A read model kept so far by one runner owning everything ("all") goes on
+                # from where that runner stopped, instead of applying its events again.
+                checkpoint = await self._sink.load_position(name, Partition().key, generation)
+                if checkpoint:
+                    await self._sink.save_position(
+                        tx, name, partition.key, generation, checkpoint, token=token
+                    )
         options = dataclasses.replace(self._options, partition=partition)
         worker = _Worker(self._store, self._sink, projection, options, checkpoint, token)
         worker.start()
