@@ -255,6 +255,23 @@ async def test_sharing_goes_on_from_a_single_runners_checkpoint(backend: Backend
             await runner.aclose()
 
 
+async def test_copies_cutting_a_projection_differently_refuse_to_start(tmp_path: Path) -> None:
+    store = InMemoryEventStore(REGISTRY)
+    await place(Repository(store, Order), "1")
+    leases = InMemoryLeases(ttl=0.3)
+    sink = SqliteSink(tmp_path / "r.db")
+    async with ProjectionRunner(
+        store, sink, [OrderSummary()], sharing=Sharing(leases, 4, member="a")
+    ) as four:
+        await four.wait_until(await store.head_position(), timeout=5)
+    other = ProjectionRunner(
+        store, SqliteSink(tmp_path / "r.db"), [OrderSummary()], sharing=Sharing(leases, 8)
+    )
+    with pytest.raises(StoreConfigurationError, match=r"same Sharing\.partitions"):
+        await other.start()
+    await sink.aclose()
+
+
 def test_sharing_and_a_fixed_partition_do_not_mix() -> None:
     from eventtape import Partition, RunnerOptions
 

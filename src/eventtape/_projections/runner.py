@@ -12,7 +12,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Self
 
-from .._core.errors import Fenced, ProjectionFailed, ProjectionTimeout, describe
+from .._core.errors import (
+    Fenced,
+    ProjectionFailed,
+    ProjectionTimeout,
+    StoreConfigurationError,
+    describe,
+)
 from .._core.events import Event, RecordedEvent
 from .._core.sinks import ReadModelSink
 from .._core.store import EventStore
@@ -383,6 +389,7 @@ class ProjectionRunner:
                 self._workers[projection.name] = await self._start_worker(projection)
             else:
                 await self._prepare(projection)
+                await self._check_partition_count(projection)
         if self._sharing is not None:
             self._coordinator = Coordinator(
                 self._sharing, list(self._keys), self._take_partition, self._drop_partition
@@ -399,6 +406,23 @@ class ProjectionRunner:
                 await projection.create(tx)
                 await self._sink.activate(tx, projection.name, projection.tables, generation)
         projection.generation = generation
+
+    async def _check_partition_count(self, projection: Projection[Any]) -> None:
+        # Copies cut into different counts would each apply some streams' events (their
+        # checkpoints have different names, so no fence is shared): refuse to start instead.
+        assert self._sharing is not None
+        stored = getattr(self._sink, "owner_tokens", None)
+        if stored is None:
+            return  # a sink that cannot list its checkpoints
+        count = self._sharing.partitions
+        found = await stored(projection.name, projection.generation)
+        other = sorted(key for key in found if key != "all" and not key.endswith(f"/{count}"))
+        if other:
+            raise StoreConfigurationError(
+                f"projection {projection.name!r} (generation {projection.generation}) has"
+                f" checkpoints of partitions {other[:3]}, this runner cuts it into {count}:"
+                " every copy must use the same Sharing.partitions (rebuild blue/green to change)"
+            )
 
     async def _start_worker(self, projection: Projection[Any]) -> _Worker:
         await self._prepare(projection)
