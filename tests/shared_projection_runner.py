@@ -2,6 +2,8 @@
 
 Usage: python -m tests.shared_projection_runner NATS_URL STREAM PREFIX DB BUCKET TTL PARTS MEMBER
 
+DB is a SQLite file, or a ``postgresql://`` URL (the schema in ``EVENTTAPE_TEST_SCHEMA``).
+
 Prints ``ready`` once started; on SIGTERM it hands its partitions over and exits. Logs (lease
 rounds, fenced commits) go to stderr.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -31,7 +34,8 @@ class TolerantOrderSummary(OrderSummary):
     async def _placed(self, record: RecordedEvent[OrderPlaced], tx: Any) -> None:
         event = record.event
         await tx.execute(
-            f"INSERT INTO {self.table('orders')} VALUES (?, ?, 'placed', ?, ?)"
+            f"INSERT INTO {self.table('orders')} VALUES"
+            f" ({self.p(1)}, {self.p(2)}, 'placed', {self.p(3)}, {self.p(4)})"
             " ON CONFLICT (order_id) DO NOTHING",
             event.order_id,
             event.user_id,
@@ -47,7 +51,14 @@ async def main(argv: list[str]) -> None:
     store = await JetStreamEventStore.connect(url, REGISTRY, config=config)
     leases = await JetStreamLeases.open(store.nc, bucket=bucket, ttl=float(ttl))
     sharing = Sharing(leases, partitions=int(parts), member=member)
-    runner = ProjectionRunner(store, SqliteSink(db), [TolerantOrderSummary()], sharing=sharing)
+    if db.startswith("postgresql://"):
+        from eventtape.sinks.postgres import PostgresSink
+
+        sink: Any = PostgresSink(db, schema=os.environ["EVENTTAPE_TEST_SCHEMA"])
+        projection = TolerantOrderSummary("$")
+    else:
+        sink, projection = SqliteSink(db), TolerantOrderSummary()
+    runner = ProjectionRunner(store, sink, [projection], sharing=sharing)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await runner.start()

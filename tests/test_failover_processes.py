@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from uuid import uuid4
 
 import pytest
@@ -30,8 +31,36 @@ PARTS = 6
 KEYS = [lease_key("projection", "order_summary", n, PARTS) for n in range(PARTS)]
 
 
+class ReadModel:
+    """The shared read model, a SQLite file or a PostgreSQL schema, read from the test."""
+
+    def __init__(self, tmp_path: Path, postgres_url: str | None) -> None:
+        self.url = postgres_url
+        self.schema = f"f{uuid4().hex[:10]}"
+        self.path = tmp_path / "read.db"
+        self.env = {**os.environ, "EVENTTAPE_TEST_SCHEMA": self.schema}
+
+    @property
+    def arg(self) -> str:
+        return self.url or str(self.path)
+
+    async def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        if self.url is None:
+            with contextlib.closing(sqlite3.connect(self.path, timeout=30)) as connection:
+                return [tuple(row) for row in connection.execute(sql).fetchall()]
+        import asyncpg
+
+        connection = await asyncpg.connect(self.url, server_settings={"search_path": self.schema})
+        try:
+            return [tuple(row) for row in await connection.fetch(sql)]
+        except asyncpg.UndefinedTableError:
+            return []
+        finally:
+            await connection.close()
+
+
 class Runner:
-    def __init__(self, argv: list[str], member: str, log: Path) -> None:
+    def __init__(self, argv: list[str], member: str, log: Path, env: dict[str, str]) -> None:
         self.member = member
         self.log = log
         self._stderr: IO[str] = log.open("a")
@@ -41,6 +70,7 @@ class Runner:
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,
+            env=env,
         )
         assert self.process.stdout is not None
         assert self.process.stdout.readline().strip() == "ready"
@@ -68,19 +98,18 @@ def members_sharing_every_way() -> list[str]:
     raise AssertionError("unreachable")
 
 
-def checkpoints(db: Path) -> list[int]:
-    with contextlib.closing(sqlite3.connect(db, timeout=30)) as connection:
-        rows = connection.execute(
-            "SELECT partition, position FROM eventtape_checkpoints WHERE generation = 1"
-        ).fetchall()
-    found = dict(rows)
-    return [int(found.get(f"{n}/{PARTS}", 0)) for n in range(PARTS)]
+async def checkpoints(db: ReadModel) -> list[int]:
+    rows = await db.rows(
+        "SELECT partition, position FROM eventtape_checkpoints WHERE generation = 1"
+    )
+    found = {str(row[0]): int(row[1]) for row in rows}
+    return [found.get(f"{n}/{PARTS}", 0) for n in range(PARTS)]
 
 
-async def caught_up(db: Path, head: int, within: float = 30.0) -> None:
+async def caught_up(db: ReadModel, head: int, within: float = 30.0) -> None:
     deadline = time.monotonic() + within
-    while min(checkpoints(db)) < head:
-        assert time.monotonic() < deadline, f"stuck at {checkpoints(db)} < {head}"
+    while min(reached := await checkpoints(db)) < head:
+        assert time.monotonic() < deadline, f"stuck at {reached} < {head}"
         await asyncio.sleep(0.05)
 
 
@@ -98,20 +127,28 @@ async def settled(leases: JetStreamLeases, members: list[str], within: float = 2
     return time.monotonic() - start
 
 
-def exactly_once(db: Path) -> list[tuple[int, int]]:
-    with contextlib.closing(sqlite3.connect(db, timeout=30)) as connection:
-        return connection.execute("SELECT position, times FROM applied__g1 ORDER BY 1").fetchall()
+async def exactly_once(db: ReadModel) -> list[tuple[int, int]]:
+    rows = await db.rows("SELECT position, times FROM applied__g1 ORDER BY 1")
+    return [(int(position), int(times)) for position, times in rows]
 
 
-async def test_runners_share_partitions_and_fail_over(nats_url: str, tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+def read_model(request: pytest.FixtureRequest, tmp_path: Path) -> ReadModel:
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    return ReadModel(tmp_path, url)
+
+
+async def test_runners_share_partitions_and_fail_over(
+    nats_url: str, tmp_path: Path, read_model: ReadModel
+) -> None:
     name = f"F{uuid4().hex[:10]}"
     bucket = f"L{name}"
     config = JetStreamConfig(stream=name, subject_prefix=f"f.{name}")
     store = await JetStreamEventStore.connect(nats_url, REGISTRY, config=config)
     leases = await JetStreamLeases.open(store.nc, bucket=bucket, ttl=TTL)
     orders = Repository(store, Order)
-    db = tmp_path / "read.db"
-    argv = [nats_url, name, config.subject_prefix, str(db), bucket, str(TTL), str(PARTS)]
+    db = read_model
+    argv = [nats_url, name, config.subject_prefix, db.arg, bucket, str(TTL), str(PARTS)]
     placed = 0
 
     async def write(count: int, pause: float = 0.0) -> None:
@@ -127,14 +164,15 @@ async def test_runners_share_partitions_and_fail_over(nats_url: str, tmp_path: P
         head = await store.head_position()
         await caught_up(db, head)
         events = [r.position async for r in store.read_all(categories=["order"])]
-        assert exactly_once(db) == [(position, 1) for position in events]
+        assert await exactly_once(db) == [(position, 1) for position in events]
 
     a_name, b_name, c_name = members_sharing_every_way()
     runners: list[Runner] = []
     try:
         await write(30)
         runners = [
-            Runner(argv, member, tmp_path / f"{member}.log") for member in (a_name, b_name, c_name)
+            Runner(argv, member, tmp_path / f"{member}.log", db.env)
+            for member in (a_name, b_name, c_name)
         ]
         a, b, _ = runners
         await settled(leases, [a_name, b_name, c_name])
@@ -168,12 +206,11 @@ async def test_runners_share_partitions_and_fail_over(nats_url: str, tmp_path: P
         assert "lost the lease" in log
 
         # Restarted, the killed one gets its share back by hand-over, not by expiry.
-        runners.append(Runner(argv, a_name, tmp_path / f"{a_name}.log"))
+        runners.append(Runner(argv, a_name, tmp_path / f"{a_name}.log", db.env))
         await settled(leases, [a_name, c_name])
         await write(20)
         await check()
-        with contextlib.closing(sqlite3.connect(db)) as connection:
-            assert connection.execute("SELECT count(*) FROM orders").fetchone()[0] == placed
+        assert await db.rows("SELECT count(*) FROM orders") == [(placed,)]
     finally:
         for runner in runners:
             if runner.process.returncode is None:

@@ -431,3 +431,26 @@ async def test_a_saga_runs_in_one_runner_and_moves_when_its_lease_is_taken(
         await b.aclose()
         await sink_a.aclose()
         await sink_b.aclose()
+
+
+async def test_copies_starting_at_once_on_a_fresh_postgres_schema(postgres_url: str) -> None:
+    from eventtape.sinks.postgres import PostgresSink
+
+    schema = f"s{uuid4().hex[:10]}"
+    store = InMemoryEventStore(REGISTRY)
+    await place(Repository(store, Order), "1")
+    leases = InMemoryLeases(ttl=0.3)
+    sinks = [PostgresSink(postgres_url, schema=schema) for _ in range(4)]
+    runners = [
+        ProjectionRunner(store, sink, [OrderSummary("$")], sharing=Sharing(leases, 4))
+        for sink in sinks
+    ]
+    try:
+        await asyncio.gather(*(runner.start() for runner in runners))
+        await runners[0].wait_until(await store.head_position(), timeout=10)
+        assert await applied(sinks[0]) == [(r.position, 1) async for r in store.read_all()]
+    finally:
+        for runner in runners:
+            await runner.aclose()
+        for sink in sinks:
+            await sink.aclose()

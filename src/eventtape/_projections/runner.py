@@ -402,9 +402,16 @@ class ProjectionRunner:
         if generation is None:
             generation = 1
             projection.generation = generation
-            async with self._sink.transaction() as tx:
-                await projection.create(tx)
-                await self._sink.activate(tx, projection.name, projection.tables, generation)
+            try:
+                async with self._sink.transaction() as tx:
+                    await projection.create(tx)
+                    await self._sink.activate(tx, projection.name, projection.tables, generation)
+            except Exception:
+                # Another copy starting at the same time may have created them first.
+                found = await self._sink.active_generation(projection.name)
+                if found is None:
+                    raise
+                generation = found
         projection.generation = generation
 
     async def _check_partition_count(self, projection: Projection[Any]) -> None:

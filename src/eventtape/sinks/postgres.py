@@ -36,6 +36,9 @@ _SCHEMA = (
 )
 
 
+_SCHEMA_LOCK = 0x6576_7461_7065  # an advisory lock id ("evtape"): eventtape's own DDL takes turns
+
+
 class PostgresTransaction:
     """An open PostgreSQL transaction, handed to projection handlers. Placeholders are ``$n``.
 
@@ -125,9 +128,13 @@ class PostgresSink(SqlSink):
         """Connect, create the schema and eventtape's tables."""
         if self._pool is not None:
             return
+        # Several copies of a service start at once: concurrent CREATE ... IF NOT EXISTS of the
+        # same name can still fail on PostgreSQL's catalog, so creations take turns.
         connection = await asyncpg.connect(self._dsn)
         try:
-            await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
+            async with connection.transaction():
+                await connection.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+                await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
         finally:
             await connection.close()
         self._pool = await asyncpg.create_pool(
@@ -136,7 +143,8 @@ class PostgresSink(SqlSink):
             max_size=self._max_size,
             server_settings={"search_path": self._schema},
         )
-        async with self._pool.acquire() as connection:
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
             for statement in _SCHEMA:
                 await connection.execute(statement)
 
