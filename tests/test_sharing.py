@@ -373,8 +373,11 @@ async def test_jetstream_leases_compare_and_set_and_expire(nats_url: str) -> Non
         assert await leases.holders(["lease.projection.p.0-2"]) != {}
         await leases.release(second)
         assert await leases.acquire("lease.projection.p.0-2", "c") is not None
-        with pytest.raises(StoreConfigurationError):
+        with pytest.raises(StoreConfigurationError, match="same ttl"):
             await JetStreamLeases.open(nc, bucket=bucket, ttl=2.0)
+        for wrong in ({"ttl": 0}, {"ttl": "3"}, {"ttl": True}, {"bucket": "a.b"}, {"bucket": ""}):
+            with pytest.raises(StoreConfigurationError):
+                await JetStreamLeases.open(nc, **wrong)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="lease key"):
             await leases.acquire("lease.*", "a")
         with pytest.raises(ValueError, match="member"):

@@ -91,8 +91,14 @@ class JetStreamLeases:
                 agree on it), or ``ttl`` is not positive.
             StoreUnavailable: If JetStream does not answer.
         """
-        if not ttl > 0:
-            raise StoreConfigurationError(f"the lease ttl must be positive, got {ttl!r}")
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < 86_400:
+            raise StoreConfigurationError(
+                f"the lease ttl must be seconds in (0, 86400), got {ttl!r}"
+            )
+        if not isinstance(bucket, str) or not _MEMBER.fullmatch(bucket):
+            raise StoreConfigurationError(
+                f"a bucket name is 1-200 of A-Z a-z 0-9 _ -, got {bucket!r}"
+            )
         js = nc.jetstream(timeout=timeout)
         try:
             try:
