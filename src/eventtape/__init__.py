@@ -18,6 +18,7 @@ from ._core.errors import DomainError as DomainError
 from ._core.errors import DuplicateEventId as DuplicateEventId
 from ._core.errors import EventRegistrationError as EventRegistrationError
 from ._core.errors import EventtapeError as EventtapeError
+from ._core.errors import Fenced as Fenced
 from ._core.errors import InvalidArgument as InvalidArgument
 from ._core.errors import InvalidMetadata as InvalidMetadata
 from ._core.errors import InvalidStreamId as InvalidStreamId
@@ -35,6 +36,8 @@ from ._core.events import Event as Event
 from ._core.events import Metadata as Metadata
 from ._core.events import NewEvent as NewEvent
 from ._core.events import RecordedEvent as RecordedEvent
+from ._core.leases import Lease as Lease
+from ._core.leases import LeaseStore as LeaseStore
 from ._core.registry import EventRegistry as EventRegistry
 from ._core.registry import Upcaster as Upcaster
 from ._core.sinks import ParkedEvent as ParkedEvent
@@ -57,6 +60,7 @@ from ._projections.projection import handles as handles
 from ._projections.runner import ProjectionRunner as ProjectionRunner
 from ._projections.runner import ProjectionStatus as ProjectionStatus
 from ._projections.runner import RunnerOptions as RunnerOptions
+from ._runtime.sharing import Sharing as Sharing
 from ._sagas.process import ProcessInstance as ProcessInstance
 from ._sagas.process import ProcessManager as ProcessManager
 from ._sagas.process import Step as Step
@@ -69,6 +73,7 @@ from ._sagas.saga import on_deadline as on_deadline
 from ._sagas.saga import reacts_to as reacts_to
 from .stores.memory import InMemoryEventStore as InMemoryEventStore
 from .stores.memory import InMemorySnapshotStore as InMemorySnapshotStore
+from .stores.memory_leases import InMemoryLeases as InMemoryLeases
 
 __version__ = "0.1.0"
 
@@ -89,11 +94,15 @@ __all__ = [
     "EventtapeError",
     "EveryNEvents",
     "ExpectedVersion",
+    "Fenced",
     "InMemoryEventStore",
+    "InMemoryLeases",
     "InMemorySnapshotStore",
     "InvalidArgument",
     "InvalidMetadata",
     "InvalidStreamId",
+    "Lease",
+    "LeaseStore",
     "ManualClock",
     "Metadata",
     "MissingApplyHandler",
@@ -116,6 +125,7 @@ __all__ = [
     "SagaOptions",
     "SagaRunner",
     "SerializationError",
+    "Sharing",
     "Snapshot",
     "SnapshotPolicy",
     "SnapshotStore",

@@ -21,6 +21,7 @@ The hierarchy::
     ├── StoreConfigurationError    the store's server or stream cannot be used as configured
     ├── ProjectionFailed           a projection stopped on an event its handler kept failing on
     ├── ProjectionTimeout          a projection did not reach a position in time
+    ├── Fenced                     a runner that lost a partition's lease tried to commit
     └── DomainError                base class for business-rule violations raised by your aggregates
 
 Every error carries the facts a user needs as attributes (stream id, expected and actual
@@ -43,6 +44,7 @@ __all__ = [
     "DuplicateEventId",
     "EventRegistrationError",
     "EventtapeError",
+    "Fenced",
     "InvalidArgument",
     "InvalidMetadata",
     "InvalidStreamId",
@@ -308,6 +310,24 @@ class ProjectionTimeout(EventtapeError, TimeoutError):
         super().__init__(
             f"projection {projection!r} has not reached position {position} "
             f"(it is at {checkpoint}); is the event in its categories, and is it running?"
+        )
+
+
+class Fenced(EventtapeError):
+    """A runner wrote a partition's checkpoint with an older owner token than the stored one.
+
+    Another runner took the partition over (its lease expired while this one was paused, cut
+    off or slow), so this runner's transaction was rolled back: nothing it wrote is kept.
+    """
+
+    def __init__(self, projection: str, partition: str, token: int, stored: int) -> None:
+        self.projection = projection
+        self.partition = partition
+        self.token = token
+        self.stored = stored
+        super().__init__(
+            f"{projection} partition {partition}: owner token {token} is older than the stored"
+            f" {stored}; another runner owns it now (or the lease bucket was recreated)"
         )
 
 

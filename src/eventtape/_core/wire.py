@@ -14,12 +14,16 @@ from typing import Final
 __all__ = [
     "CHECKPOINTS_TABLE",
     "DEFAULT_KEYS_BUCKET",
+    "DEFAULT_LEASE_BUCKET",
     "DEFAULT_SNAPSHOT_STREAM",
     "DEFAULT_SNAPSHOT_SUBJECT_PREFIX",
     "DEFAULT_STREAM",
     "DEFAULT_SUBJECT_PREFIX",
     "GENERATIONS_TABLE",
     "LAST_VERSION_HEADER",
+    "LEASE_KEY_PREFIX",
+    "MEMBER_KEY_PREFIX",
+    "OWNER_TOKEN_COLUMN",
     "PARKED_TABLE",
     "SAGA_CLAIMED_PARTITION",
     "SAGA_DONE_PARTITION",
@@ -50,6 +54,15 @@ DEFAULT_KEYS_BUCKET: Final = "EVENTTAPE_KEYS"
 CHECKPOINTS_TABLE: Final = "eventtape_checkpoints"
 GENERATIONS_TABLE: Final = "eventtape_active_generations"
 PARKED_TABLE: Final = "eventtape_parked"
+OWNER_TOKEN_COLUMN: Final = "owner_token"
+"""The checkpoint column holding the fencing token of the runner that last wrote it."""
+
+# Runners sharing partitions: leases and members in one JetStream key-value bucket.
+DEFAULT_LEASE_BUCKET: Final = "eventtape_leases"
+LEASE_KEY_PREFIX: Final = "lease"
+"""A partition's lease is ``lease.<kind>.<name>.<index>-<count>``."""
+MEMBER_KEY_PREFIX: Final = "member"
+"""A live runner is ``member.<member id>``."""
 
 # Saga runners keep their marks in the checkpoint table under these partition names.
 SAGA_CLAIMED_PARTITION: Final = "claimed"

@@ -15,6 +15,7 @@ from ._codec import MAX_EVENTS_PER_APPEND as MAX_EVENTS_PER_APPEND
 from ._codec import POSITION_STRIDE as POSITION_STRIDE
 from ._config import JetStreamConfig as JetStreamConfig
 from ._keys import JetStreamKeyStore as JetStreamKeyStore
+from ._leases import JetStreamLeases as JetStreamLeases
 from ._provision import MINIMUM_SERVER as MINIMUM_SERVER
 from ._snapshots import JetStreamSnapshotStore as JetStreamSnapshotStore
 from ._store import JetStreamEventStore as JetStreamEventStore
@@ -27,6 +28,7 @@ __all__ = [
     "JetStreamConfig",
     "JetStreamEventStore",
     "JetStreamKeyStore",
+    "JetStreamLeases",
     "JetStreamSnapshotStore",
     "JetStreamSubscription",
 ]
