@@ -13,12 +13,14 @@ from ._core.conditions import StreamState as StreamState
 from ._core.context import current_metadata as current_metadata
 from ._core.context import metadata_scope as metadata_scope
 from ._core.errors import AggregateNotFound as AggregateNotFound
+from ._core.errors import AppendRefused as AppendRefused
 from ._core.errors import ConcurrencyError as ConcurrencyError
 from ._core.errors import DomainError as DomainError
 from ._core.errors import DuplicateEventId as DuplicateEventId
 from ._core.errors import EventRegistrationError as EventRegistrationError
 from ._core.errors import EventtapeError as EventtapeError
 from ._core.errors import Fenced as Fenced
+from ._core.errors import HistoryLost as HistoryLost
 from ._core.errors import InvalidArgument as InvalidArgument
 from ._core.errors import InvalidMetadata as InvalidMetadata
 from ._core.errors import InvalidStreamId as InvalidStreamId
@@ -27,6 +29,7 @@ from ._core.errors import ProjectionFailed as ProjectionFailed
 from ._core.errors import ProjectionTimeout as ProjectionTimeout
 from ._core.errors import SerializationError as SerializationError
 from ._core.errors import StoreConfigurationError as StoreConfigurationError
+from ._core.errors import StoreError as StoreError
 from ._core.errors import StoreUnavailable as StoreUnavailable
 from ._core.errors import StreamNotFound as StreamNotFound
 from ._core.errors import SubjectForgotten as SubjectForgotten
@@ -81,6 +84,7 @@ __all__ = [
     "MAX_STREAM_ID_LENGTH",
     "Aggregate",
     "AggregateNotFound",
+    "AppendRefused",
     "AppendResult",
     "Clock",
     "ConcurrencyError",
@@ -95,6 +99,7 @@ __all__ = [
     "EveryNEvents",
     "ExpectedVersion",
     "Fenced",
+    "HistoryLost",
     "InMemoryEventStore",
     "InMemoryLeases",
     "InMemorySnapshotStore",
@@ -131,6 +136,7 @@ __all__ = [
     "SnapshotStore",
     "Step",
     "StoreConfigurationError",
+    "StoreError",
     "StoreUnavailable",
     "StreamNotFound",
     "StreamState",

@@ -17,8 +17,11 @@ The hierarchy::
     ├── EventRegistrationError     a registration that contradicts an earlier one
     ├── MissingApplyHandler        an aggregate was given an event it has no apply handler for
     ├── SubjectForgotten           new personal data for a data subject that was forgotten
-    ├── StoreUnavailable           the store did not answer; an append's outcome is unknown
-    ├── StoreConfigurationError    the store's server or stream cannot be used as configured
+    ├── StoreError                 the store's server, not the data
+    │   ├── StoreUnavailable       no answer; an append's outcome unknown, or nothing stored
+    │   ├── AppendRefused          the server refused the append; nothing was stored
+    │   ├── StoreConfigurationError  the server or stream cannot be used as configured
+    │   └── HistoryLost            a runner's checkpoint is beyond the store's head
     ├── ProjectionFailed           a projection stopped on an event its handler kept failing on
     ├── ProjectionTimeout          a projection did not reach a position in time
     ├── Fenced                     a runner that lost a partition's lease tried to commit
@@ -39,12 +42,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AggregateNotFound",
+    "AppendRefused",
     "ConcurrencyError",
     "DomainError",
     "DuplicateEventId",
     "EventRegistrationError",
     "EventtapeError",
     "Fenced",
+    "HistoryLost",
     "InvalidArgument",
     "InvalidMetadata",
     "InvalidStreamId",
@@ -53,6 +58,7 @@ __all__ = [
     "ProjectionTimeout",
     "SerializationError",
     "StoreConfigurationError",
+    "StoreError",
     "StoreUnavailable",
     "StreamNotFound",
     "SubjectForgotten",
@@ -261,16 +267,70 @@ class SubjectForgotten(EventtapeError):
         super().__init__(f"data subject {subject!r} was forgotten; no new personal data for it")
 
 
-class StoreUnavailable(EventtapeError):
+class StoreError(EventtapeError):
+    """Base of the errors about the store's server rather than the data: catch this to handle
+    "the store could not do it" in one place (as httpx's ``TransportError``)."""
+
+
+class StoreUnavailable(StoreError):
     """The store did not answer in time or could not be reached.
 
-    For an append, the outcome is unknown: the events may or may not be stored. Retrying the
-    same append (the same event ids) is safe: it stores them at most once.
+    For an append, the message says whether the outcome is *unknown* (the request may have
+    reached the server: the events may or may not be stored) or *nothing was stored* (it was
+    never sent). Either way, retrying the same append (the same event ids) is safe: it stores
+    them at most once.
+
+    Attributes:
+        stored: ``None`` when the outcome is unknown, ``False`` when nothing was stored.
     """
 
+    def __init__(self, message: str, *, stored: bool | None = None) -> None:
+        self.stored = stored
+        super().__init__(message)
 
-class StoreConfigurationError(EventtapeError):
-    """The server or its stream cannot be used as configured (too old, conflicting settings)."""
+
+class AppendRefused(StoreError):
+    """The server refused the append: nothing was stored (too large, stream full, or others
+    kept appending first to a stream appended to with ``ANY``).
+
+    Attributes:
+        stream_id: The stream appended to.
+        reason: What the server (or the check before sending) said.
+    """
+
+    stored = False
+
+    def __init__(self, stream_id: str, reason: str) -> None:
+        self.stream_id = stream_id
+        self.reason = reason
+        super().__init__(f"append to {stream_id!r} refused, nothing stored: {reason}")
+
+
+class StoreConfigurationError(StoreError):
+    """The server or its stream cannot be used as configured (too old, conflicting settings,
+    or missing where it must exist)."""
+
+
+class HistoryLost(StoreError):
+    """A runner's checkpoint lies beyond the store's head: the store has less history than
+    was already handled (a stream lost and re-created, a restore from an old backup, or the
+    wrong store). The runner stops instead of carrying on over a shorter history.
+
+    Attributes:
+        name: The projection or saga.
+        checkpoint: The position it had handled.
+        head: The store's head position now.
+    """
+
+    def __init__(self, name: str, checkpoint: int, head: int) -> None:
+        self.name = name
+        self.checkpoint = checkpoint
+        self.head = head
+        super().__init__(
+            f"{name!r} has handled up to position {checkpoint}, but the store's head is {head}:"
+            " the store lost history, or this is another store; restore it, or rebuild"
+            f" {name!r} deliberately"
+        )
 
 
 class ProjectionFailed(EventtapeError):

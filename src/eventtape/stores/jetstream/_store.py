@@ -89,7 +89,8 @@ class JetStreamEventStore:
         """Connect to NATS, create or verify the stream, and return a store owning the connection.
 
         Args:
-            servers: Server URL(s), such as ``"nats://127.0.0.1:4222"``.
+            servers: Server URL(s), such as ``"nats://127.0.0.1:4222"``; a string may list
+                several, comma-separated (the ``NATS_URL`` convention), as for a cluster.
             registry: The event registry.
             config: Stream layout and timeouts.
             **connect_options: Passed to :func:`nats.connect` (credentials, TLS, names ...).
@@ -98,6 +99,8 @@ class JetStreamEventStore:
             StoreUnavailable: If no server answers.
             StoreConfigurationError: If the server is too old or the stream conflicts.
         """
+        if isinstance(servers, str):
+            servers = [url.strip() for url in servers.split(",") if url.strip()]
         try:
             nc = await nats.connect(servers, **connect_options)
         except Exception as error:
