@@ -327,6 +327,16 @@ async def test_compensations_are_visible_in_the_shops_own_words(client: Client) 
     assert len(chain["correlation_ids"]) == 2  # the customer's order, the admin's cancellation
     # Nothing of the refused order (same product, same wallet) is in this order's chain.
     assert all(e["data"].get("order_id", paid) == paid for e in chain["events"])
+    # Who cancelled it, and what did that undo? The cancellation's own chain.
+    cancelled = chain["events"][5]["correlation_id"]
+    undone = (await client.get(f"/orders/{paid}/chain", ADMIN, correlation_id=cancelled)).json()
+    assert [(e["type"], e["actor"]) for e in undone["events"]] == [
+        ("OrderCancelled", "admin:support-001"),
+        ("InventoryReleased", "system:fulfillment"),
+        ("PaymentRefunded", "system:fulfillment"),
+    ]
+    other = await client.get(f"/orders/{paid}/chain", ADMIN, correlation_id="nope")
+    assert other.status_code == 404
 
 
 def test_the_first_names_stay_readable() -> None:

@@ -450,16 +450,30 @@ def create_app(
         response_model=OrderChain,
         responses=answers(401, 404, 422),
     )
-    async def chain(order_id: OrderId, who: Actor) -> dict[str, Any]:
+    async def chain(
+        order_id: OrderId,
+        who: Actor,
+        correlation_id: Annotated[
+            str | None,
+            Query(max_length=100, description="only the chain of this correlation id"),
+        ] = None,
+    ) -> dict[str, Any]:
         """The support view: every event this order set off, across order, stock and wallet.
 
         An event belongs to the chain when it shares a correlation id with one of the order's
         own events: the saga passes the id on from each event to the commands it causes, so
-        reservations, charges and their compensations all carry one.
+        reservations, charges and their compensations all carry one. With ``correlation_id``,
+        only that chain (say, what one cancellation undid). Reads the order's products' and
+        wallet's streams: a support tool, not a hot path.
         """
         order = await owned_order(order_id, who)
         own = [r async for r in shop.orders.history(order_id)]
         correlations = sorted({r.correlation_id for r in own if r.correlation_id})
+        if correlation_id is not None:
+            if correlation_id not in correlations:
+                raise HTTPException(404, f"order {order_id} has no chain {correlation_id!r}")
+            correlations = [correlation_id]
+            own = [r for r in own if r.correlation_id == correlation_id]
         found = [("order", order_id, r) for r in own]
         related: list[tuple[str, str, Repository[Any]]] = [
             ("product", line.sku, shop.products) for line in order.lines
