@@ -23,6 +23,7 @@ def test_persisted_names_are_pinned() -> None:
     assert wire.LAST_VERSION_HEADER == "Eventtape-Last-Version"
     assert wire.DEFAULT_SNAPSHOT_STREAM == "EVENTTAPE_SNAPSHOTS"
     assert wire.DEFAULT_SNAPSHOT_SUBJECT_PREFIX == "eventtape.snapshots"
+    assert wire.DEFAULT_KEYS_BUCKET == "EVENTTAPE_KEYS"
     assert (wire.CHECKPOINTS_TABLE, wire.GENERATIONS_TABLE, wire.PARKED_TABLE) == (
         "eventtape_checkpoints",
         "eventtape_active_generations",

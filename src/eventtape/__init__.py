@@ -18,6 +18,8 @@ from ._core.errors import DomainError as DomainError
 from ._core.errors import DuplicateEventId as DuplicateEventId
 from ._core.errors import EventRegistrationError as EventRegistrationError
 from ._core.errors import EventtapeError as EventtapeError
+from ._core.errors import InvalidArgument as InvalidArgument
+from ._core.errors import InvalidMetadata as InvalidMetadata
 from ._core.errors import InvalidStreamId as InvalidStreamId
 from ._core.errors import MissingApplyHandler as MissingApplyHandler
 from ._core.errors import ProjectionFailed as ProjectionFailed
@@ -26,6 +28,7 @@ from ._core.errors import SerializationError as SerializationError
 from ._core.errors import StoreConfigurationError as StoreConfigurationError
 from ._core.errors import StoreUnavailable as StoreUnavailable
 from ._core.errors import StreamNotFound as StreamNotFound
+from ._core.errors import SubjectForgotten as SubjectForgotten
 from ._core.errors import UnknownEventType as UnknownEventType
 from ._core.errors import UpcastError as UpcastError
 from ._core.events import Event as Event
@@ -88,6 +91,8 @@ __all__ = [
     "ExpectedVersion",
     "InMemoryEventStore",
     "InMemorySnapshotStore",
+    "InvalidArgument",
+    "InvalidMetadata",
     "InvalidStreamId",
     "ManualClock",
     "Metadata",
@@ -119,6 +124,7 @@ __all__ = [
     "StoreUnavailable",
     "StreamNotFound",
     "StreamState",
+    "SubjectForgotten",
     "Subscription",
     "SystemClock",
     "UnknownEventType",

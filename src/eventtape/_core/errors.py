@@ -4,6 +4,9 @@ The hierarchy::
 
     EventtapeError
     ├── InvalidStreamId            a stream id that could be misread as a subject, key or wildcard
+    ├── InvalidArgument            a call's argument has the wrong type or value (also a
+    │   │                          TypeError and a ValueError); nothing was done
+    │   └── InvalidMetadata        an actor, causation/correlation id or header that can't be kept
     ├── ConcurrencyError           expected version did not match; nothing was appended
     ├── DuplicateEventId           an event id reused with other content or at another place
     ├── StreamNotFound             reading a stream that has no events
@@ -13,6 +16,7 @@ The hierarchy::
     │   └── UpcastError            no upcaster path to the current schema version
     ├── EventRegistrationError     a registration that contradicts an earlier one
     ├── MissingApplyHandler        an aggregate was given an event it has no apply handler for
+    ├── SubjectForgotten           new personal data for a data subject that was forgotten
     ├── StoreUnavailable           the store did not answer; an append's outcome is unknown
     ├── StoreConfigurationError    the store's server or stream cannot be used as configured
     ├── ProjectionFailed           a projection stopped on an event its handler kept failing on
@@ -39,6 +43,8 @@ __all__ = [
     "DuplicateEventId",
     "EventRegistrationError",
     "EventtapeError",
+    "InvalidArgument",
+    "InvalidMetadata",
     "InvalidStreamId",
     "MissingApplyHandler",
     "ProjectionFailed",
@@ -47,6 +53,7 @@ __all__ = [
     "StoreConfigurationError",
     "StoreUnavailable",
     "StreamNotFound",
+    "SubjectForgotten",
     "UnknownEventType",
     "UpcastError",
 ]
@@ -68,6 +75,28 @@ class InvalidStreamId(EventtapeError, ValueError):
         self.stream_id = stream_id
         self.reason = reason
         super().__init__(f"invalid stream id {stream_id!r}: {reason}")
+
+
+class InvalidArgument(EventtapeError, TypeError, ValueError):
+    """A call was given an argument of the wrong type or value; nothing was done.
+
+    It is both a :class:`TypeError` and a :class:`ValueError`, so code written against Python's
+    conventions keeps catching it.
+    """
+
+
+class InvalidMetadata(InvalidArgument):
+    """Metadata (actor, causation or correlation id, headers) that a store could not keep.
+
+    Attributes:
+        field: The offending field (``"actor"``, ``"headers"`` ...).
+        reason: Why it was refused.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid metadata {field}: {reason}")
 
 
 class ConcurrencyError(EventtapeError):
@@ -213,6 +242,21 @@ class MissingApplyHandler(EventtapeError, TypeError):
             f"{aggregate_type} has no @applies handler for {event_type}; "
             f"add one so its state can be rebuilt from that event"
         )
+
+
+class SubjectForgotten(EventtapeError):
+    """Personal data was appended for a data subject whose key was destroyed; nothing was stored.
+
+    Forgetting is for good: a forgotten subject's data is never collected again under the old
+    identity. Give the person a new subject id if they come back.
+
+    Attributes:
+        subject: The forgotten data subject (``"customer:789"``).
+    """
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        super().__init__(f"data subject {subject!r} was forgotten; no new personal data for it")
 
 
 class StoreUnavailable(EventtapeError):

@@ -13,6 +13,7 @@ from typing import Final
 
 __all__ = [
     "CHECKPOINTS_TABLE",
+    "DEFAULT_KEYS_BUCKET",
     "DEFAULT_SNAPSHOT_STREAM",
     "DEFAULT_SNAPSHOT_SUBJECT_PREFIX",
     "DEFAULT_STREAM",
@@ -42,6 +43,8 @@ LAST_VERSION_HEADER: Final = "Eventtape-Last-Version"
 """Header carrying the version of the last event of a multi-event append."""
 DEFAULT_SNAPSHOT_STREAM: Final = "EVENTTAPE_SNAPSHOTS"
 DEFAULT_SNAPSHOT_SUBJECT_PREFIX: Final = "eventtape.snapshots"
+DEFAULT_KEYS_BUCKET: Final = "EVENTTAPE_KEYS"
+"""The JetStream key-value bucket holding per-subject keys of personal data."""
 
 # SQL read-model sinks: the library's own tables beside the user's.
 CHECKPOINTS_TABLE: Final = "eventtape_checkpoints"

@@ -16,6 +16,7 @@ from .._core.errors import ProjectionFailed, describe
 from .._core.events import Event, RecordedEvent
 from .._core.sinks import ReadModelSink
 from .._core.store import EventStore
+from .._core.telemetry import run_handler
 from .._runtime.feed import Feed
 from .projection import Partition, Projection
 
@@ -200,7 +201,7 @@ class _Worker:
             return
         handler = self.projection.handler_for(type(record.event))
         if handler is not None:
-            await handler(self.projection, record, tx)
+            await run_handler("projection", self.name, handler, self.projection, record, tx)
 
     async def _save(self, tx: Any, position: int) -> None:
         await self.sink.save_position(

@@ -17,6 +17,7 @@ from .._core.events import Event, RecordedEvent
 from .._core.sinks import ParkedEvent, ReadModelSink
 from .._core.store import EventStore
 from .._core.stream_ids import category_of
+from .._core.telemetry import run_handler
 from .._core.wire import (
     SAGA_CLAIMED_PARTITION,
     SAGA_DONE_PARTITION,
@@ -128,7 +129,7 @@ class _SagaWorker:
         recovering = record.position <= self._recover_until
 
         async def run(ctx: SagaContext) -> None:
-            await handler(self.saga, record, ctx)
+            await run_handler("saga", self.saga.name, handler, self.saga, record, ctx)
 
         await self._with_retries(
             run, record.event_id, record.correlation_id, recovering, record=record

@@ -17,6 +17,7 @@ from ..._core.errors import (
 from ..._core.events import Event, Metadata, NewEvent, RecordedEvent
 from ..._core.registry import EventRegistry
 from ..._core.stream_ids import category_of, validate_stream_id
+from ..._core.telemetry import append_instruments, with_trace_context
 from .._common import event_type_names, validate_range
 from ._appends import Appender
 from ._codec import (
@@ -152,9 +153,19 @@ class JetStreamEventStore:
         stream's tail (the usual case after loading an aggregate), or the stream is new.
         """
         self._check_started()
-        return await self._appender.append(
-            stream_id, events, expected_version=expected_version, metadata=metadata
-        )
+        metadata = with_trace_context(metadata)
+        instruments = append_instruments()
+        if instruments is None:
+            return await self._appender.append(
+                stream_id, events, expected_version=expected_version, metadata=metadata
+            )
+        # The category for metrics, if the id is a valid one (else the append refuses it).
+        category = category_of(stream_id) if isinstance(stream_id, str) else ""
+        count = len(events) if isinstance(events, Sequence) else 0
+        with instruments.measure("jetstream", category, count):
+            return await self._appender.append(
+                stream_id, events, expected_version=expected_version, metadata=metadata
+            )
 
     # -- reading -------------------------------------------------------------------------
 
