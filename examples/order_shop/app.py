@@ -31,7 +31,7 @@ from eventtape import (
 )
 
 from .api_common import BODY, Actor, answers, event_out, install_error_handlers
-from .domain import Line, Order, OrderCreated, Product, Wallet
+from .domain import Line, MoneyDeposited, Order, OrderCreated, Product, Wallet
 from .http_guard import MAX_BODY_BYTES, BodyGuard
 from .runtime import Settings, Shop
 from .schemas import (
@@ -203,20 +203,38 @@ def create_app(
         response_model=Deposited,
         responses=answers(401, 403, 409, *BODY),
     )
-    async def deposit(user_id: UserId, body: DepositIn, who: Actor) -> dict[str, Any]:
+    async def deposit(
+        user_id: UserId,
+        body: DepositIn,
+        who: Actor,
+        idempotency_key: Annotated[
+            IdempotencyKey | None,
+            Header(
+                alias="Idempotency-Key",
+                description="a retry with the same key and amount deposits nothing more; "
+                "with another amount, a 409",
+            ),
+        ] = None,
+    ) -> dict[str, Any]:
         require_owner(who, user_id)
+        key = idempotency_key
         for _ in range(3):  # the first deposit creates the wallet: racing ones meet here
             try:
                 position = await command(
-                    who, shop.wallets, user_id, lambda w: w.deposit(body.amount)
+                    who, shop.wallets, user_id, lambda w: w.deposit(body.amount, key)
                 )
             except AggregateNotFound:
                 wallet = Wallet(user_id)
-                wallet.deposit(body.amount)
+                wallet.deposit(body.amount, key)
                 created = await create(who, shop.wallets, wallet)
                 if created is None:
                     continue  # another deposit created it first: deposit into it
                 position = created
+            if position == 0 and key is not None:  # a retry: answer with the first deposit
+                async for record in shop.wallets.history(user_id):
+                    event = record.event
+                    if isinstance(event, MoneyDeposited) and event.deposit_key == key:
+                        position = record.position
             return {"user_id": user_id, "position": position}
         raise HTTPException(409, "changed concurrently; retry")
 
