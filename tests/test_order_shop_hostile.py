@@ -113,10 +113,9 @@ async def test_every_malformed_value_is_a_4xx_and_changes_nothing(client: Client
         client, "/orders", body, **{"content-type": "application/json; charset=latin-1"}
     )
     assert latin.status_code == 415
+    assert await client.shop.store.head_position() == head
     utf8 = await raw(client, "/orders", body, **{"content-type": "application/json; charset=UTF-8"})
     assert utf8.status_code == 202
-    head = await client.shop.store.head_position()
-    assert await client.shop.store.head_position() == head
 
 
 async def test_oversized_bodies_are_refused_before_parsing(client: Client) -> None:
@@ -196,6 +195,35 @@ async def test_the_same_idempotency_key_gives_the_same_order(client: Client) -> 
         assert response.status_code == 422, bad
 
 
+async def test_a_retried_deposit_with_its_key_deposits_once(client: Client) -> None:
+    def keyed(key: str) -> dict[str, str]:
+        return {**auth(ALICE), "Idempotency-Key": key}
+
+    tries = await asyncio.gather(  # the first deposit also creates the wallet: all race
+        *(
+            client.http.post("/wallets/789/deposit", json={"amount": "5.00"}, headers=keyed("d1"))
+            for _ in range(5)
+        )
+    )
+    assert {t.status_code for t in tries} == {200}
+    assert len({t.json()["position"] for t in tries}) == 1
+    again = await client.http.post(
+        "/wallets/789/deposit", json={"amount": "5.00"}, headers=keyed("d1")
+    )
+    assert again.json() == tries[0].json()
+    other = await client.http.post(
+        "/wallets/789/deposit", json={"amount": "6.00"}, headers=keyed("d1")
+    )
+    assert other.status_code == 409
+    second = await client.http.post(
+        "/wallets/789/deposit", json={"amount": "1.00"}, headers=keyed("d2")
+    )
+    assert second.status_code == 200
+    assert (await client.get("/wallets/789", ALICE)).json()["balance"] == "6.00"
+    history = (await client.get("/wallets/789/history", ALICE)).json()["events"]
+    assert [e["data"]["deposit_key"] for e in history] == ["d1", "d2"]
+
+
 async def test_an_idempotency_key_holds_across_a_restart(tmp_path: Path) -> None:
     settings = Settings(store="embedded", data_dir=tmp_path)
     body = {"items": [{"sku": "mug", "quantity": 1}]}
@@ -210,6 +238,17 @@ async def test_an_idempotency_key_holds_across_a_restart(tmp_path: Path) -> None
         assert again.json() == first.json()
         await client.settle()
         assert len((await client.get("/orders", ALICE)).json()["orders"]) == 1
+        deposit = {**headers, "Idempotency-Key": "deposit-1"}
+        first_deposit = await client.http.post(
+            "/wallets/789/deposit", json={"amount": "3.00"}, headers=deposit
+        )
+        balance = (await client.get("/wallets/789", ALICE)).json()["balance"]
+    async with running(Shop(settings)) as client:
+        retried = await client.http.post(
+            "/wallets/789/deposit", json={"amount": "3.00"}, headers=deposit
+        )
+        assert retried.json() == first_deposit.json()
+        assert (await client.get("/wallets/789", ALICE)).json()["balance"] == balance
 
 
 # -- probing ids ----------------------------------------------------------------------------------
@@ -328,6 +367,16 @@ async def test_compensations_are_visible_in_the_shops_own_words(client: Client) 
     assert len(chain["correlation_ids"]) == 2  # the customer's order, the admin's cancellation
     # Nothing of the refused order (same product, same wallet) is in this order's chain.
     assert all(e["data"].get("order_id", paid) == paid for e in chain["events"])
+    # Who cancelled it, and what did that undo? The cancellation's own chain.
+    cancelled = chain["events"][5]["correlation_id"]
+    undone = (await client.get(f"/orders/{paid}/chain", ADMIN, correlation_id=cancelled)).json()
+    assert [(e["type"], e["actor"]) for e in undone["events"]] == [
+        ("OrderCancelled", "admin:support-001"),
+        ("InventoryReleased", "system:fulfillment"),
+        ("PaymentRefunded", "system:fulfillment"),
+    ]
+    other = await client.get(f"/orders/{paid}/chain", ADMIN, correlation_id="nope")
+    assert other.status_code == 404
 
 
 def test_the_first_names_stay_readable() -> None:

@@ -20,7 +20,7 @@ from eventtape import (
     RecordedEvent,
 )
 
-from .domain import IllegalTransition, ShopError
+from .domain import IllegalTransition, KeyReused, ShopError
 from .http_guard import MAX_BODY_BYTES, invalid_request
 from .schemas import Invalid, Problem, StatusProblem
 
@@ -81,6 +81,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(IllegalTransition)
     async def illegal(request: Request, error: IllegalTransition) -> JSONResponse:
         return JSONResponse({"detail": str(error), "status": error.status}, status_code=409)
+
+    @app.exception_handler(KeyReused)
+    async def key_reused(request: Request, error: KeyReused) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=409)
 
     @app.exception_handler(ShopError)
     async def refused(request: Request, error: ShopError) -> JSONResponse:

@@ -31,7 +31,7 @@ from eventtape import (
 )
 
 from .api_common import BODY, Actor, answers, event_out, install_error_handlers
-from .domain import Line, Order, OrderCreated, Product, Wallet
+from .domain import Line, MoneyDeposited, Order, OrderCreated, Product, Wallet
 from .http_guard import MAX_BODY_BYTES, BodyGuard
 from .runtime import Settings, Shop
 from .schemas import (
@@ -203,20 +203,38 @@ def create_app(
         response_model=Deposited,
         responses=answers(401, 403, 409, *BODY),
     )
-    async def deposit(user_id: UserId, body: DepositIn, who: Actor) -> dict[str, Any]:
+    async def deposit(
+        user_id: UserId,
+        body: DepositIn,
+        who: Actor,
+        idempotency_key: Annotated[
+            IdempotencyKey | None,
+            Header(
+                alias="Idempotency-Key",
+                description="a retry with the same key and amount deposits nothing more; "
+                "with another amount, a 409",
+            ),
+        ] = None,
+    ) -> dict[str, Any]:
         require_owner(who, user_id)
+        key = idempotency_key
         for _ in range(3):  # the first deposit creates the wallet: racing ones meet here
             try:
                 position = await command(
-                    who, shop.wallets, user_id, lambda w: w.deposit(body.amount)
+                    who, shop.wallets, user_id, lambda w: w.deposit(body.amount, key)
                 )
             except AggregateNotFound:
                 wallet = Wallet(user_id)
-                wallet.deposit(body.amount)
+                wallet.deposit(body.amount, key)
                 created = await create(who, shop.wallets, wallet)
                 if created is None:
                     continue  # another deposit created it first: deposit into it
                 position = created
+            if position == 0 and key is not None:  # a retry: answer with the first deposit
+                async for record in shop.wallets.history(user_id):
+                    event = record.event
+                    if isinstance(event, MoneyDeposited) and event.deposit_key == key:
+                        position = record.position
             return {"user_id": user_id, "position": position}
         raise HTTPException(409, "changed concurrently; retry")
 
@@ -450,16 +468,30 @@ def create_app(
         response_model=OrderChain,
         responses=answers(401, 404, 422),
     )
-    async def chain(order_id: OrderId, who: Actor) -> dict[str, Any]:
+    async def chain(
+        order_id: OrderId,
+        who: Actor,
+        correlation_id: Annotated[
+            str | None,
+            Query(max_length=100, description="only the chain of this correlation id"),
+        ] = None,
+    ) -> dict[str, Any]:
         """The support view: every event this order set off, across order, stock and wallet.
 
         An event belongs to the chain when it shares a correlation id with one of the order's
         own events: the saga passes the id on from each event to the commands it causes, so
-        reservations, charges and their compensations all carry one.
+        reservations, charges and their compensations all carry one. With ``correlation_id``,
+        only that chain (say, what one cancellation undid). Reads the order's products' and
+        wallet's streams: a support tool, not a hot path.
         """
         order = await owned_order(order_id, who)
         own = [r async for r in shop.orders.history(order_id)]
         correlations = sorted({r.correlation_id for r in own if r.correlation_id})
+        if correlation_id is not None:
+            if correlation_id not in correlations:
+                raise HTTPException(404, f"order {order_id} has no chain {correlation_id!r}")
+            correlations = [correlation_id]
+            own = [r for r in own if r.correlation_id == correlation_id]
         found = [("order", order_id, r) for r in own]
         related: list[tuple[str, str, Repository[Any]]] = [
             ("product", line.sku, shop.products) for line in order.lines

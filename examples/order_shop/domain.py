@@ -52,6 +52,8 @@ class StockShipped(Event):
 
 class MoneyDeposited(Event):
     amount: Decimal
+    deposit_key: str | None = None
+    """The client's Idempotency-Key, when it gave one: a retry with it deposits nothing more."""
 
 
 class PaymentCompleted(Event):
@@ -136,6 +138,10 @@ class InsufficientFunds(ShopError):
     pass
 
 
+class KeyReused(ShopError):
+    """An idempotency key given again with a different request."""
+
+
 class IllegalTransition(ShopError):
     """The order is not in a state that allows this; carries the current state."""
 
@@ -213,19 +219,27 @@ class Product(Aggregate):
 
 
 class Wallet(Aggregate):
-    """A customer's money: balance, and charges per order."""
+    """A customer's money: balance, charges per order, and the deposits' idempotency keys."""
 
+    __snapshot_version__ = 2  # 2: deposit_keys
     balance: Decimal
     charges: dict[str, Decimal]
+    deposit_keys: dict[str, Decimal]
 
     def __init__(self, id: str) -> None:
         super().__init__(id)
-        self.balance, self.charges = Decimal(0), {}
+        self.balance, self.charges, self.deposit_keys = Decimal(0), {}, {}
 
-    def deposit(self, amount: Decimal) -> None:
+    def deposit(self, amount: Decimal, key: str | None = None) -> None:
+        """Add money; a deposit with a key already used is a no-op (a retry), or refused if
+        its amount differs."""
         if amount <= 0:
             raise ShopError("deposit a positive amount")
-        self.record(MoneyDeposited(amount=amount))
+        if key is not None and key in self.deposit_keys:
+            if self.deposit_keys[key] != amount:
+                raise KeyReused("this Idempotency-Key was used for another deposit")
+            return
+        self.record(MoneyDeposited(amount=amount, deposit_key=key))
 
     def charge(self, order_id: str, amount: Decimal) -> None:
         if order_id in self.charges:
@@ -241,6 +255,8 @@ class Wallet(Aggregate):
     @applies(MoneyDeposited)
     def _deposited(self, event: MoneyDeposited) -> None:
         self.balance += event.amount
+        if event.deposit_key is not None:
+            self.deposit_keys[event.deposit_key] = event.amount
 
     @applies(PaymentCompleted)
     def _charged(self, event: PaymentCompleted) -> None:
