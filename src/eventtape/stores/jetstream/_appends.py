@@ -101,7 +101,14 @@ class Appender:
         attempts = self._config.max_append_attempts
         refresh = False  # re-read the tail: the cached one lost a race a moment ago
         for attempt in range(attempts):
-            tail = await self._expected_tail(stream_id, subject, expected_version, new, refresh)
+            try:
+                tail = await self._expected_tail(stream_id, subject, expected_version, new, refresh)
+            except StoreUnavailable as unavailable:
+                raise StoreUnavailable(
+                    f"cannot read {stream_id!r} before appending to it ({unavailable}): nothing"
+                    " was stored",
+                    stored=False,
+                ) from unavailable
             if isinstance(tail, AppendResult):
                 return tail
             version, sequence = tail

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any, Self
 
 import nats
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 
 from ..._core.conditions import AppendResult, ExpectedVersion, StreamState
 from ..._core.errors import (
@@ -347,10 +349,13 @@ class JetStreamEventStore:
         """End every subscription, stop reading replies, and close an owned connection."""
         for subscription in list(self._subscriptions):
             await subscription.aclose()
-        await self._direct.close()
         self._started = False
+        # Closing must not fail because the server is gone: what is lost then is lost anyway.
+        with contextlib.suppress(OSError, NatsError):
+            await self._direct.close()
         if self._owns_connection and not self._nc.is_closed:
-            await self._nc.close()
+            with contextlib.suppress(OSError, NatsError):
+                await self._nc.close()
 
     async def __aenter__(self) -> Self:
         await self.start()
