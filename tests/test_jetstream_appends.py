@@ -100,3 +100,40 @@ async def test_a_server_going_away_is_one_of_our_errors(tmp_path: Path) -> None:
     finally:
         await store.aclose()
         server.stop()
+
+
+async def test_a_read_short_of_a_version_this_store_saw_is_retried_then_reported(
+    nats_url: str,
+) -> None:
+    async with fresh_store(nats_url, REGISTRY) as store:
+        await store.append("order-ryw", [OrderCancelled(reason="1")], expected_version=0)
+        assert [r.version async for r in store.read_stream("order-ryw")] == [1]
+        # As if a replica answering the read were behind what this store appended.
+        version, sequence = store._appender.tails["order-ryw"]
+        store._appender.tails["order-ryw"] = (version + 1, sequence + 1)
+        with pytest.raises(StoreUnavailable, match="stay behind version 2"):
+            [r async for r in store.read_stream("order-ryw")]
+        # A limited read asks only for what exists: no retry, no error.
+        assert [r.version async for r in store.read_stream("order-ryw", to_version=1)] == [1]
+
+
+async def test_a_missing_stream_is_not_created_again_when_creation_is_off(
+    nats_url: str,
+) -> None:
+    from eventtape import StoreConfigurationError
+
+    async with fresh_store(nats_url, REGISTRY) as store:
+        await store.append("order-1", [OrderCancelled(reason="x")])
+        await store.nc.jetstream().delete_stream(store.config.stream)  # "lost"
+        import dataclasses
+
+        careful = dataclasses.replace(store.config, create_stream=False)
+        with pytest.raises(StoreConfigurationError, match="does not exist"):
+            await JetStreamEventStore.open(store.nc, REGISTRY, config=careful)
+        names = [info.config.name async for info in _streams(store)]
+        assert store.config.stream not in names
+
+
+async def _streams(store: JetStreamEventStore):  # type: ignore[no-untyped-def]
+    for info in await store.nc.jetstream().streams_info():
+        yield info

@@ -266,8 +266,16 @@ class Shop:
                 self.embedded = EmbeddedNats(settings.data_dir / "nats")
                 url = self.embedded.start()
             self.nats_url = url
+            # A read model that exists means events were stored: never start over on an empty
+            # stream (it would be, after a power loss had taken the stream with it).
+            read_model_exists = (
+                settings.read_model is None and (settings.data_dir / "read.db").exists()
+            )
             config = JetStreamConfig(
-                stream=settings.stream, subject_prefix=SUBJECT_PREFIX, poll_interval=0.5
+                stream=settings.stream,
+                subject_prefix=SUBJECT_PREFIX,
+                poll_interval=0.5,
+                create_stream=not read_model_exists,
             )
             self.store = await JetStreamEventStore.connect(url, REGISTRY, config=config)
         # Products and wallets gather an event per order: snapshots keep their loads short.

@@ -23,7 +23,7 @@ from .._core.events import Event, RecordedEvent
 from .._core.sinks import ReadModelSink
 from .._core.store import EventStore
 from .._core.telemetry import run_handler
-from .._runtime.feed import Feed
+from .._runtime.feed import Feed, check_history
 from .._runtime.sharing import Coordinator, Sharing, lease_key
 from .projection import Partition, Projection
 
@@ -437,6 +437,7 @@ class ProjectionRunner:
         checkpoint = await self._sink.load_position(
             projection.name, self._options.partition.key, projection.generation
         )
+        await check_history(self._store, projection.name, checkpoint)
         worker = _Worker(self._store, self._sink, projection, self._options, checkpoint)
         worker.start()
         return worker
@@ -456,6 +457,7 @@ class ProjectionRunner:
                     await self._sink.save_position(
                         tx, name, partition.key, generation, checkpoint, token=token
                     )
+        await check_history(self._store, name, checkpoint)
         options = dataclasses.replace(self._options, partition=partition)
         worker = _Worker(self._store, self._sink, projection, options, checkpoint, token)
         worker.start()

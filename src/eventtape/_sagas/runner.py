@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Literal, Self
 
 from .._core.clock import Clock, SystemClock
-from .._core.errors import DomainError, Fenced, ProjectionTimeout, describe
+from .._core.errors import DomainError, Fenced, InvalidArgument, ProjectionTimeout, describe
 from .._core.events import Event, RecordedEvent
 from .._core.sinks import ParkedEvent, ReadModelSink
 from .._core.store import EventStore
@@ -24,7 +24,7 @@ from .._core.wire import (
     SAGA_NAMESPACE,
     SAGA_PARKED_PARTITION,
 )
-from .._runtime.feed import Feed
+from .._runtime.feed import Feed, check_history
 from .._runtime.sharing import Coordinator, Sharing, lease_key
 from .deadlines import Deadline, DeadlineBook
 from .saga import Saga, SagaContext
@@ -53,6 +53,18 @@ class SagaOptions:
     backoff: float = 0.05
     max_backoff: float = 2.0
     start: Literal["beginning", "end"] = "beginning"
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_attempts"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidArgument(f"{name} must be an int >= 1, not {value!r}")
+        for name in ("backoff", "max_backoff"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise InvalidArgument(f"{name} must be a number >= 0, not {value!r}")
+        if self.start not in ("beginning", "end"):
+            raise InvalidArgument(f"start must be 'beginning' or 'end', not {self.start!r}")
 
 
 class _SagaWorker:
@@ -97,6 +109,7 @@ class _SagaWorker:
                 await self.sink.claim(tx, name, SAGA_CLAIMED_PARTITION, 0, self.token)
         feed.checkpoint = await self.sink.load_position(name, SAGA_DONE_PARTITION, 0)
         self._recover_until = await self.sink.load_position(name, SAGA_CLAIMED_PARTITION, 0)
+        await check_history(self.store, name, max(feed.checkpoint, self._recover_until))
         if feed.checkpoint == 0 and self._recover_until == 0 and self.options.start == "end":
             feed.checkpoint = await self.store.head_position()
             async with self.sink.transaction() as tx:

@@ -328,6 +328,12 @@ class Appender:
         self.remember(stream_id, version, message.sequence)
         return version, message.sequence
 
+    def remember_if_newer(self, stream_id: str, version: int, sequence: int) -> None:
+        """Remember a tail seen by a read, unless a later one is known (a replica behind)."""
+        known = self.tails.get(stream_id)
+        if known is None or known[1] < sequence:
+            self.remember(stream_id, version, sequence)
+
     def remember(self, stream_id: str, version: int, sequence: int) -> None:
         tails = self.tails
         tails[stream_id] = (version, sequence)

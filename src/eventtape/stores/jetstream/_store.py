@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Collection, Sequence
@@ -35,6 +36,8 @@ from ._provision import provision_stream
 from ._subscription import JetStreamSubscription
 
 __all__ = ["JetStreamEventStore"]
+
+_STALE_READ_RETRIES = 14  # about a second in all
 
 _WRONG_LAST_SEQUENCE = 10071
 _ACTUAL_SEQUENCE = re.compile(r"wrong last sequence: (\d+)")
@@ -187,16 +190,50 @@ class JetStreamEventStore:
 
         One batched direct get per ``read_batch`` appends; with a ``position_hint`` (a
         snapshot's position) reading starts at that append instead of the stream's first.
+
+        Reads your writes: on a replicated stream a direct get may be answered by a follower
+        that has not yet stored the latest append. When this store knows the stream reached a
+        later version (it appended it, or read it before), a read that ends short of it is
+        read again from where it stopped, for up to a second, until it catches up.
         """
         self._check_started()
         validate_stream_id(stream_id)
         validate_range("from_version", from_version, 1)
         validate_range("to_version", to_version, 0)
         validate_range("limit", limit, 0)
-        subject = self._config.subject(category_of(stream_id), stream_id)
-        last = to_version if to_version is not None else float("inf")
+        last = to_version if to_version is not None else None
         if limit is not None:
-            last = min(last, from_version - 1 + limit)
+            last = min(
+                last if last is not None else limit + from_version - 1, from_version - 1 + limit
+            )
+        seen = from_version - 1
+        hint = position_hint
+        for attempt in range(_STALE_READ_RETRIES):
+            try:
+                async for record in self._read_once(stream_id, seen + 1, last, hint):
+                    seen = record.version
+                    yield record
+            except StreamNotFound:
+                if stream_id not in self._appender.tails:
+                    raise
+            known = self._appender.tails.get(stream_id)
+            target = known[0] if known is not None else 0
+            if last is not None:
+                target = min(target, last)
+            if seen >= target:
+                return
+            hint = None
+            await asyncio.sleep(0.01 * (attempt + 1))
+        raise StoreUnavailable(
+            f"the replicas answering reads of {stream_id!r} stay behind version {target}, which"
+            f" this store saw; they returned up to version {seen}"
+        )
+
+    async def _read_once(
+        self, stream_id: str, from_version: int, last: int | None, position_hint: int | None
+    ) -> AsyncIterator[RecordedEvent[Event]]:
+        """One pass over a stream's messages from ``from_version`` up to ``last``."""
+        subject = self._config.subject(category_of(stream_id), stream_id)
         start = sequence_of(position_hint) if position_hint else 1
         found = False
         envelope: Envelope | None = None
@@ -204,30 +241,26 @@ class JetStreamEventStore:
             envelope = decode_envelope(message, self._prefix)
             if not found and envelope.first_version > from_version and start > 1:
                 # A hint past the versions asked for: read from the beginning instead.
-                async for record in self.read_stream(
-                    stream_id, from_version=from_version, to_version=to_version, limit=limit
-                ):
+                async for record in self._read_once(stream_id, from_version, last, None):
                     yield record
                 return
             found = True
             if envelope.last_version < from_version:
                 continue
-            if envelope.first_version > last:
+            if last is not None and envelope.first_version > last:
                 return
             first = envelope.first_version
-            upto = None if last == float("inf") else int(last) - first
+            upto = None if last is None else last - first
             for record in envelope.records(self._registry, from_version - first, upto):
                 yield record
         if not found:
             if start > 1:  # a hint past the stream's end: read from the beginning instead
-                async for record in self.read_stream(
-                    stream_id, from_version=from_version, to_version=to_version, limit=limit
-                ):
+                async for record in self._read_once(stream_id, from_version, last, None):
                     yield record
                 return
             raise StreamNotFound(stream_id)
         if envelope is not None:
-            self._appender.remember(stream_id, envelope.last_version, envelope.sequence)
+            self._appender.remember_if_newer(stream_id, envelope.last_version, envelope.sequence)
 
     async def read_all(
         self,
