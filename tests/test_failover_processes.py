@@ -42,7 +42,13 @@ class ReadModel:
 
     @property
     def arg(self) -> str:
-        return self.url or str(self.path)
+        if self.url is None:
+            return str(self.path)
+        # As the scaling-out guide advises: the server ends a transaction left open by a
+        # paused runner, so the runner taking its partitions over is not kept waiting.
+        return (
+            f"{self.url}{'&' if '?' in self.url else '?'}idle_in_transaction_session_timeout=1000"
+        )
 
     async def rows(self, sql: str) -> list[tuple[Any, ...]]:
         if self.url is None:

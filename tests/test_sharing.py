@@ -43,6 +43,14 @@ async def applied(sink: Any) -> list[tuple[int, int]]:
     return [(int(r[0]), int(r[1])) for r in await sink.fetch("SELECT * FROM applied ORDER BY 1")]
 
 
+async def until(condition: Any, within: float = 5.0) -> None:
+    for _ in range(int(within / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
 # -- the fence -------------------------------------------------------------------------------
 
 
@@ -304,7 +312,7 @@ async def test_a_runner_whose_lease_was_taken_cannot_commit(tmp_path: Path) -> N
         leases.expire()  # a's lease ran out while it was paused
         assert b._coordinator is not None
         await b._coordinator.tick()
-        assert b.owned() == [("order_summary", "all")]
+        await until(lambda: b.owned() == [("order_summary", "all")])
         position = await place(orders, "second")
         await b.wait_until(position, timeout=5)
         for _ in range(100):  # a saw the event too, tried to commit it, and was refused
@@ -415,7 +423,7 @@ async def test_a_saga_runs_in_one_runner_and_moves_when_its_lease_is_taken(
         leases.expire()  # a is paused past its lease; b takes the saga over
         assert b._coordinator is not None
         await b._coordinator.tick()
-        assert b.owned() == ["fulfillment"]
+        await until(lambda: b.owned() == ["fulfillment"])
         await place_order(shop, "2", "rich")
         while True:  # settle: what the saga caused is handled too
             head = await store.head_position()
@@ -457,3 +465,44 @@ async def test_copies_starting_at_once_on_a_fresh_postgres_schema(postgres_url: 
             await runner.aclose()
         for sink in sinks:
             await sink.aclose()
+
+
+async def test_a_claim_waiting_on_the_database_does_not_stop_lease_renewals(
+    postgres_url: str,
+) -> None:
+    import asyncpg
+
+    from eventtape.sinks.postgres import PostgresSink
+
+    schema = f"w{uuid4().hex[:10]}"
+    store = InMemoryEventStore(REGISTRY)
+    await place(Repository(store, Order), "1")
+    sink = PostgresSink(postgres_url, schema=schema)
+    await sink.start()
+    # A previous owner of partition 0/2, paused in the middle of a batch: its transaction
+    # holds the checkpoint row's lock.
+    paused = await asyncpg.connect(postgres_url, server_settings={"search_path": schema})
+    transaction = paused.transaction()
+    await transaction.start()
+    await paused.execute(
+        "INSERT INTO eventtape_checkpoints VALUES ('order_summary', '0/2', 1, 0, now(), 1)"
+    )
+    leases = InMemoryLeases(ttl=0.3)
+    runner = ProjectionRunner(store, sink, [OrderSummary("$")], sharing=Sharing(leases, 2))
+    keys = [f"lease.projection.order_summary.{n}-2" for n in range(2)]
+    try:
+        await runner.start()
+        assert runner.owned() == [("order_summary", "1/2")]
+        first = await leases.holders(keys)
+        await asyncio.sleep(1.5)  # five ttls: the waiting claim must not stop the renewals
+        assert runner.owned() == [("order_summary", "1/2")]
+        assert {k: lease.token for k, lease in (await leases.holders(keys)).items()} == {
+            k: lease.token for k, lease in first.items()
+        }
+        await transaction.rollback()  # the server ended the paused transaction
+        await until(lambda: len(runner.owned()) == 2)
+        await runner.wait_until(await store.head_position(), timeout=5)
+    finally:
+        await paused.close()
+        await runner.aclose()
+        await sink.aclose()

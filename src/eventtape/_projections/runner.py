@@ -236,7 +236,9 @@ class _Worker:
 
     async def _check_fence(self) -> None:
         """Raise :class:`Fenced` if another runner has claimed this partition since."""
-        if self.token is not None:
+        if self.token is None:
+            return
+        try:
             async with self.sink.transaction() as tx:
                 await self.sink.claim(
                     tx,
@@ -245,6 +247,10 @@ class _Worker:
                     self.projection.generation,
                     self.token,
                 )
+        except Fenced:
+            raise
+        except Exception:
+            return  # the database may be away: the retries will tell
 
     async def _save(self, tx: Any, position: int) -> None:
         partition, generation = self.options.partition.key, self.projection.generation

@@ -108,6 +108,9 @@ class Coordinator:
         self._on_acquired = on_acquired
         self._on_lost = on_lost
         self._held: dict[str, Lease] = {}
+        # Starting a partition's work runs beside the lease rounds: a claim can wait on the
+        # database (a paused previous owner's open transaction), and renewals must not.
+        self._starting: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -125,7 +128,11 @@ class Coordinator:
         """Register, take this runner's partitions once, then keep at it in the background."""
         with contextlib.suppress(Exception):
             await self.tick()
+        # Return with this runner's first share started, as a runner's start does; but not
+        # later than ttl (a partition whose claim waits on the database goes on starting).
         self._task = asyncio.create_task(self._loop(), name=f"eventtape-sharing-{self._member}")
+        if self._starting:
+            await asyncio.wait(list(self._starting.values()), timeout=self._leases.ttl)
 
     async def aclose(self) -> None:
         """Stop every partition's work, give the leases up and leave, so others take over now."""
@@ -137,7 +144,7 @@ class Coordinator:
         async with self._lock:
             for key, lease in list(self._held.items()):
                 del self._held[key]
-                await self._on_lost(key)
+                await self._stop(key)
                 with contextlib.suppress(Exception):
                     await self._leases.release(lease)
         with contextlib.suppress(Exception):
@@ -165,7 +172,7 @@ class Coordinator:
                 if key not in mine:
                     # Stop first, then release: the last batch commits under a valid lease.
                     del self._held[key]
-                    await self._on_lost(key)
+                    await self._stop(key)
                     await leases.release(lease)
                     logger.info("member %s handed %s over", self._member, key)
                     continue
@@ -173,7 +180,7 @@ class Coordinator:
                 if renewed is None:
                     del self._held[key]
                     logger.warning("member %s lost the lease of %s", self._member, key)
-                    await self._on_lost(key)
+                    await self._stop(key)
                 else:
                     self._held[key] = renewed
             for key in self._keys:
@@ -183,11 +190,30 @@ class Coordinator:
                 if taken is None:
                     continue  # still held by its previous owner: until it hands over or expires
                 self._held[key] = taken
-                try:
-                    await self._on_acquired(key, taken.token)
-                except Exception:
+                self._starting[key] = asyncio.create_task(
+                    self._start(key, taken), name=f"eventtape-take-{key}"
+                )
+
+    async def _start(self, key: str, lease: Lease) -> None:
+        try:
+            await self._on_acquired(key, lease.token)
+        except Exception as error:
+            logger.warning("member %s could not start %s: %r", self._member, key, error)
+            async with self._lock:  # (a _stop waiting for this task cancels it first)
+                current = self._held.get(key)
+                if current is not None and current.token == lease.token:
                     del self._held[key]
                     with contextlib.suppress(Exception):
-                        await leases.release(taken)
-                    raise
-                logger.info("member %s took %s (token %d)", self._member, key, taken.token)
+                        await self._leases.release(current)
+            return
+        finally:
+            self._starting.pop(key, None)
+        logger.info("member %s took %s (token %d)", self._member, key, lease.token)
+
+    async def _stop(self, key: str) -> None:
+        starting = self._starting.pop(key, None)
+        if starting is not None:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
+        await self._on_lost(key)

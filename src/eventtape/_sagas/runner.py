@@ -78,6 +78,7 @@ class _SagaWorker:
         token: int | None = None,
     ) -> None:
         self.token = token  # the lease's fencing token, when runners share sagas
+        self.fenced: Fenced | None = None
         self.store = store
         self.sink = sink
         self.saga = saga
@@ -141,8 +142,6 @@ class _SagaWorker:
             self.fenced = fenced
             self._tasks[-1].cancel()
             self.feed.stop_reading()
-
-    fenced: Fenced | None = None
 
     async def _apply_batches(self) -> None:
         name = self.saga.name
