@@ -129,3 +129,22 @@ async def _kill_the_leader(cluster: Any) -> None:
     assert sum(len(ids) for ids in acked.values()) > 12
     assert not [e for e in errors if e.startswith("undocumented")]
     await store.aclose()
+
+
+async def test_a_retry_racing_its_original_is_one_append(cluster_url: str) -> None:
+    """The same append sent twice at once (a client retrying before its first try answered):
+    on R3 the second may get 10158 "duplicate message id is in process"; both calls report the
+    one stored append."""
+    from eventtape import NewEvent
+    from tests.domain import REGISTRY, OrderCancelled
+
+    async with fresh_store(cluster_url, REGISTRY, replicas=3) as store:
+        for n in range(20):
+            event = NewEvent(OrderCancelled(reason=f"twice {n}"))
+            stream = f"order-twice{n}"
+            first, second = await asyncio.gather(
+                store.append(stream, [event], expected_version=0),
+                store.append(stream, [event], expected_version=0),
+            )
+            assert first == second
+            assert [r.event_id async for r in store.read_stream(stream)] == [event.event_id]

@@ -28,6 +28,7 @@ from .._core.wire import (
     CHECKPOINTS_TABLE,
     DEFAULT_STREAM,
     DEFAULT_SUBJECT_PREFIX,
+    OWNER_TOKEN_COLUMN,
     PARKED_TABLE,
     SAGA_CLAIMED_PARTITION,
     SAGA_DONE_PARTITION,
@@ -274,20 +275,23 @@ async def _projections_status(args: argparse.Namespace, out: Output) -> None:
         await sink.start()
         head = await reader.head_position()
         rows = await sink.fetch(
-            "SELECT projection, partition, generation, position, updated_at"
+            f"SELECT projection, partition, generation, position, updated_at, {OWNER_TOKEN_COLUMN}"
             f" FROM {CHECKPOINTS_TABLE} WHERE partition NOT IN"
             f" ('{SAGA_CLAIMED_PARTITION}', '{SAGA_DONE_PARTITION}')"
             " ORDER BY projection, partition"
         )
         table = []
-        for name, partition, generation, position, updated in rows:
+        for name, partition, generation, position, updated, token in rows:
             # A projection over some categories keeps its checkpoint at the last event it was
             # given: events of other categories after it are not lag. Without the projections,
             # they cannot be told apart, and the count is an upper bound.
             known = name in categories
             lag = await reader.events_after(position, categories.get(name))
             shown = lag if known or out.as_json else f"<={lag}"
-            table.append([name, partition, generation, position, head, shown, known, updated])
+            owner = token if token is not None else "-"
+            table.append(
+                [name, partition, generation, position, head, shown, known, owner, updated]
+            )
         out.table(
             "projections",
             [
@@ -298,6 +302,7 @@ async def _projections_status(args: argparse.Namespace, out: Output) -> None:
                 "head",
                 "lag events",
                 "lag exact",
+                "owner token",
                 "updated",
             ],
             table,
