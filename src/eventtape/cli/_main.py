@@ -288,7 +288,7 @@ async def _projections_status(args: argparse.Namespace, out: Output) -> None:
             known = name in categories
             lag = await reader.events_after(position, categories.get(name))
             shown = lag if known or out.as_json else f"<={lag}"
-            owner = token if token is not None else "-"
+            owner = token if token else "-"  # 0: written by a runner that shares nothing
             table.append(
                 [name, partition, generation, position, head, shown, known, owner, updated]
             )
