@@ -6,6 +6,7 @@ The hierarchy::
     ├── InvalidStreamId            a stream id that could be misread as a subject, key or wildcard
     ├── ConcurrencyError           expected version did not match; nothing was appended
     ├── DuplicateEventId           an event id reused with other content or at another place
+    ├── AppendConditionFailed      a DCB append's query matched an event stored after its position
     ├── StreamNotFound             reading a stream that has no events
     │   └── AggregateNotFound      loading an aggregate that has no events (or not that version)
     ├── SerializationError         an event or snapshot could not be encoded or decoded
@@ -31,9 +32,11 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from .conditions import ExpectedVersion
+    from .dcb import Query
 
 __all__ = [
     "AggregateNotFound",
+    "AppendConditionFailed",
     "ConcurrencyError",
     "DomainError",
     "DuplicateEventId",
@@ -293,3 +296,24 @@ def _where(stream_id: str | None, position: int | None) -> str:
 def describe(error: BaseException) -> str:
     """A one-line description of an error, for parked events and messages."""
     return f"{type(error).__name__}: {error}"
+
+
+class AppendConditionFailed(EventtapeError):
+    """A DCB append's condition failed: an event matching its query was stored after its
+    position, so nothing was appended. Read again, decide again.
+
+    Attributes:
+        query: The condition's query.
+        after: The condition's position (``None``: anywhere in the log).
+        position: The position of a stored event that matched.
+    """
+
+    def __init__(self, query: Query, after: int | None, position: int) -> None:
+        self.query = query
+        self.after = after
+        self.position = position
+        where = "anywhere in the log" if after is None else f"after position {after}"
+        super().__init__(
+            f"append condition failed: an event matching {query} was stored {where}, "
+            f"at position {position}; nothing was appended",
+        )

@@ -16,7 +16,23 @@ from typing import Self
 from uuid import UUID
 
 from .._core.conditions import AppendResult, ExpectedVersion, StreamState
-from .._core.errors import DuplicateEventId, SerializationError, StreamNotFound
+from .._core.dcb import (
+    STREAM_TAG_PREFIX,
+    AppendCondition,
+    DcbReadResult,
+    Query,
+    SequencedEvent,
+    TaggedEvent,
+    dcb_stream_id,
+    tags_of,
+    to_tagged,
+)
+from .._core.errors import (
+    AppendConditionFailed,
+    DuplicateEventId,
+    SerializationError,
+    StreamNotFound,
+)
 from .._core.events import EMPTY_HEADERS, Event, Metadata, NewEvent, RecordedEvent
 from .._core.registry import EventRegistry
 from .._core.snapshots import Snapshot
@@ -53,6 +69,7 @@ class InMemoryEventStore:
         self._streams: dict[str, list[RecordedEvent[Event]]] = {}
         self._all: list[RecordedEvent[Event]] = []
         self._by_id: dict[UUID, RecordedEvent[Event]] = {}
+        self._tags: dict[int, frozenset[str]] = {}  # tags given on DCB appends, by position
         self._waiters: list[asyncio.Future[None]] = []
         self._subscriptions: set[_MemorySubscription] = set()
         self._closed = False
@@ -249,6 +266,82 @@ class InMemoryEventStore:
         )
         self._subscriptions.add(subscription)
         return subscription
+
+    # -- Dynamic Consistency Boundaries (the reference implementation) ---------------------
+
+    def _tags_of(self, record: RecordedEvent[Event]) -> frozenset[str]:
+        given = self._tags.get(record.position, frozenset())
+        return given | tags_of(record.event) | {STREAM_TAG_PREFIX + record.stream_id}
+
+    async def dcb_read(
+        self,
+        query: Query,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        backwards: bool = False,
+    ) -> DcbReadResult:
+        """Return the events matching ``query`` after ``after``; see
+        :meth:`eventtape.DcbStore.dcb_read`. A scan of the log from ``after``."""
+        self._check_open()
+        if not isinstance(query, Query):
+            raise TypeError(f"dcb_read takes a Query, not {type(query).__name__}")
+        validate_range("after", after, 0)
+        validate_range("limit", limit, 0)
+        head = len(self._all)
+        indexes = range(after, head)
+        found: list[SequencedEvent] = []
+        for index in reversed(indexes) if backwards else indexes:
+            if limit is not None and len(found) >= limit:
+                break
+            record = self._all[index]
+            tags = self._tags_of(record)
+            if query.matches(record.event_type, tags):
+                found.append(SequencedEvent(record, tags))
+        position = head
+        if limit is not None and len(found) >= limit and not backwards and found:
+            position = found[-1].position
+        return DcbReadResult(tuple(found), position)
+
+    async def dcb_append(
+        self,
+        events: Sequence[Event | NewEvent[Event] | TaggedEvent],
+        *,
+        condition: AppendCondition | None = None,
+        metadata: Metadata | None = None,
+    ) -> int:
+        """Store ``events`` atomically unless the condition fails; see
+        :meth:`eventtape.DcbStore.dcb_append`.
+
+        The events go to a stream of their own, ``dcb-<first event id>``, so every reader of the
+        log (projections, sagas, the command line) sees them like any other append.
+        """
+        self._check_open()
+        items = to_tagged(events)
+        if condition is not None and not isinstance(condition, AppendCondition):
+            raise TypeError("condition takes an AppendCondition")
+        stream_id = dcb_stream_id(items[0].event_id)
+        stored = self._by_id.get(items[0].event_id)
+        if stored is not None and stored.stream_id == stream_id:
+            # A retry of a stored append: the stream append below checks it is the same.
+            result = await self.append(stream_id, [item.as_new_event() for item in items])
+            return result.position
+        if condition is not None:
+            query, after = condition.fail_if_events_match, condition.after
+            for record in self._all[after or 0 :]:
+                if query.matches(record.event_type, self._tags_of(record)):
+                    raise AppendConditionFailed(query, after, record.position)
+        # No await between the check above and the append below suspends (the append awaits
+        # nothing), so no other task can store an event in between: the check holds.
+        result = await self.append(
+            stream_id,
+            [item.as_new_event() for item in items],
+            expected_version=StreamState.NO_STREAM,
+            metadata=metadata,
+        )
+        for offset, item in enumerate(items):
+            self._tags[result.first_position + offset] = item.tags
+        return result.position
 
     async def stream_version(self, stream_id: str) -> int:
         """Return the stream's version (0 if it has no events)."""

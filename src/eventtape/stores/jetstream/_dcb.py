@@ -1,0 +1,250 @@
+"""Dynamic Consistency Boundaries on JetStream (see docs/decisions.md and the DCB guide).
+
+A DCB append is one message, like a stream append, on the subject of its own one-append stream
+``dcb-<first event id>``, with its events' tags in a header. Its condition is checked with the
+stream-level ``Nats-Expected-Last-Sequence``: the server stores the message only if the last
+message of the whole stream is still the one the decision read up to. When something else was
+stored meanwhile, the server says what the last sequence now is; only those newer messages are
+read and matched against the query: a match fails the append, no match retries it expecting
+the new last sequence. So the server orders every conditional append against everything stored
+before it (linearizable, whatever the query), one round trip when nothing was stored meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from nats.aio.client import Client
+from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from ..._core.dcb import (
+    AppendCondition,
+    DcbReadResult,
+    Query,
+    SequencedEvent,
+    TaggedEvent,
+    dcb_stream_id,
+    tags_of,
+    to_tagged,
+)
+from ..._core.errors import (
+    AppendConditionFailed,
+    DuplicateEventId,
+    EventtapeError,
+    SerializationError,
+    StoreUnavailable,
+)
+from ..._core.events import EMPTY_METADATA, Event, Metadata, NewEvent
+from ..._core.registry import EventRegistry
+from ..._core.wire import DCB_CATEGORY, DCB_TAGS_HEADER, STREAM_TAG_PREFIX
+from .._common import validate_range
+from ._codec import (
+    LAST_VERSION_HEADER,
+    MAX_EVENTS_PER_APPEND,
+    POSITION_STRIDE,
+    Envelope,
+    StoredMessage,
+    decode_envelope,
+    encode_append,
+    position_of,
+    sequence_of,
+)
+from ._config import JetStreamConfig
+from ._direct import DirectGet
+
+__all__ = ["DcbJetStream"]
+
+_WRONG_LAST_SEQUENCE = 10071
+_ACTUAL_SEQUENCE = re.compile(r"wrong last sequence: (\d+)")
+_END = POSITION_STRIDE - 1
+
+
+class DcbJetStream:
+    """The DCB read and conditional append of :class:`JetStreamEventStore`."""
+
+    def __init__(
+        self, nc: Client, registry: EventRegistry, config: JetStreamConfig, direct: DirectGet
+    ) -> None:
+        self._nc = nc
+        self._registry = registry
+        self._config = config
+        self._direct = direct
+        self._prefix = config.subject_prefix + "."
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _tagged_records(self, message: StoredMessage) -> list[SequencedEvent]:
+        envelope = decode_envelope(message, self._prefix)
+        given = _given_tags(message, envelope)
+        stream_tag = STREAM_TAG_PREFIX + envelope.stream_id
+        return [
+            SequencedEvent(record, given[index] | tags_of(record.event) | {stream_tag})
+            for index, record in enumerate(envelope.records(self._registry))
+        ]
+
+    async def read(
+        self, query: Query, *, after: int = 0, limit: int | None = None, backwards: bool = False
+    ) -> DcbReadResult:
+        """See :meth:`eventtape.DcbStore.dcb_read`: a batched scan of the log from ``after``.
+
+        The consistency point is the end of the last message scanned (``sequence * 1000 +
+        999``), or ``after`` when nothing newer was stored.
+        """
+        if not isinstance(query, Query):
+            raise TypeError(f"dcb_read takes a Query, not {type(query).__name__}")
+        validate_range("after", after, 0)
+        validate_range("limit", limit, 0)
+        found: list[SequencedEvent] = []
+        point = after
+        async for message in self._direct.batch(
+            _first_sequence(after), self._config.filter_subject(), batch=self._config.read_batch
+        ):
+            point = max(point, position_of(message.sequence, _END))
+            for item in self._tagged_records(message):
+                if item.position > after and query.matches(item.event_type, item.tags):
+                    found.append(item)
+            if limit is not None and not backwards and len(found) >= limit:
+                del found[limit:]
+                break
+        if backwards:
+            found.reverse()
+            if limit is not None:
+                del found[limit:]
+        return DcbReadResult(tuple(found), point)
+
+    # -- appending -----------------------------------------------------------------------
+
+    async def append(
+        self,
+        events: Sequence[Event | NewEvent[Event] | TaggedEvent],
+        *,
+        condition: AppendCondition | None = None,
+        metadata: Metadata | None = None,
+    ) -> int:
+        """See :meth:`eventtape.DcbStore.dcb_append`."""
+        items = to_tagged(events)
+        if condition is not None and not isinstance(condition, AppendCondition):
+            raise TypeError("condition takes an AppendCondition")
+        if len(items) > MAX_EVENTS_PER_APPEND:
+            raise ValueError(
+                f"an append holds at most {MAX_EVENTS_PER_APPEND} events on JetStream, "
+                f"not {len(items)}; split it"
+            )
+        new = [item.as_new_event() for item in items]
+        stream_id = dcb_stream_id(items[0].event_id)
+        subject = self._config.subject(DCB_CATEGORY, stream_id)
+        body, _ = encode_append(self._registry, stream_id, 1, new, metadata or EMPTY_METADATA)
+        headers = {
+            "Nats-Msg-Id": str(items[0].event_id),
+            # A one-append stream: a second message on it can only be a retry of this append.
+            "Nats-Expected-Last-Subject-Sequence": "0",
+            LAST_VERSION_HEADER: str(len(items)),
+            DCB_TAGS_HEADER: json.dumps([sorted(item.tags) for item in items]),
+        }
+        if condition is None:
+            ack = await self._publish(subject, body, headers)
+            return await self._outcome(ack, stream_id, subject, new)
+        query, after = condition.fail_if_events_match, condition.after
+        checked = 0 if after is None else sequence_of(after)
+        if after is not None and after % POSITION_STRIDE != _END and checked > 0:
+            # `after` lies inside a message: events later in that message count as newer.
+            checked -= 1
+        while True:
+            headers["Nats-Expected-Last-Sequence"] = str(checked)
+            ack = await self._publish(subject, body, headers)
+            error = ack.get("error")
+            if error is None:
+                return await self._outcome(ack, stream_id, subject, new)
+            if error.get("err_code") != _WRONG_LAST_SEQUENCE:
+                raise EventtapeError(f"JetStream refused the DCB append: {error}")
+            match = _ACTUAL_SEQUENCE.search(str(error.get("description", "")))
+            if match is None:
+                raise EventtapeError(f"JetStream refused the DCB append: {error}")
+            actual = int(match.group(1))
+            if actual <= checked:
+                # Nothing newer to look at: the subject check failed, so an earlier try of
+                # this very append is stored.
+                return await self._earlier_try(stream_id, subject, new)
+            # Only the messages stored since the last check are read and matched.
+            async for message in self._direct.batch(
+                checked + 1, self._config.filter_subject(), batch=self._config.read_batch
+            ):
+                if message.sequence > actual:
+                    break
+                if message.subject == subject:
+                    return await self._earlier_try(stream_id, subject, new)
+                for item in self._tagged_records(message):
+                    if (after is None or item.position > after) and query.matches(
+                        item.event_type, item.tags
+                    ):
+                        raise AppendConditionFailed(query, after, item.position)
+            checked = actual
+
+    async def _outcome(
+        self, ack: dict[str, Any], stream_id: str, subject: str, new: list[NewEvent[Event]]
+    ) -> int:
+        error = ack.get("error")
+        if error is not None:
+            if error.get("err_code") == _WRONG_LAST_SEQUENCE:
+                return await self._earlier_try(stream_id, subject, new)
+            raise EventtapeError(f"JetStream refused the DCB append: {error}")
+        if ack.get("duplicate"):
+            return await self._earlier_try(stream_id, subject, new)
+        return position_of(int(ack["seq"]), len(new) - 1)
+
+    async def _earlier_try(self, stream_id: str, subject: str, new: list[NewEvent[Event]]) -> int:
+        """The position of an earlier try of this append, checked to hold the same events."""
+        message = await self._direct.last_for_subject(subject)
+        if message is None:
+            raise EventtapeError(f"the server reported {stream_id!r} as stored; it is not")
+        envelope = decode_envelope(message, self._prefix)
+        if not envelope.same_events(self._registry, new):
+            raise DuplicateEventId(
+                stream_id, new[0].event_id, "stored with other content or other events"
+            )
+        return position_of(envelope.sequence, len(new) - 1)
+
+    async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+        try:
+            reply = await self._nc.request(
+                subject, body, timeout=self._config.request_timeout, headers=headers
+            )
+        except (NatsTimeout, ConnectionClosedError) as error:
+            raise StoreUnavailable(
+                f"no acknowledgement for the DCB append ({error!r}); it may or may not be "
+                "stored: retrying the same events is safe"
+            ) from error
+        except NoRespondersError as error:
+            raise StoreUnavailable("JetStream is not answering: nothing was appended") from error
+        ack: dict[str, Any] = json.loads(reply.data)
+        return ack
+
+
+def _first_sequence(after: int) -> int:
+    """The first message that can hold an event after position ``after``."""
+    if after % POSITION_STRIDE == _END:
+        return sequence_of(after) + 1
+    return max(sequence_of(after), 1)
+
+
+def _given_tags(message: StoredMessage, envelope: Envelope) -> list[frozenset[str]]:
+    count = len(envelope.body["events"])
+    header = message.headers.get(DCB_TAGS_HEADER)
+    if header is None:
+        return [frozenset()] * count
+    try:
+        tags = json.loads(header)
+        result = [frozenset(str(tag) for tag in item) for item in tags]
+    except (TypeError, ValueError) as error:
+        raise SerializationError(
+            f"bad tags header at position {position_of(message.sequence, 0)}: {error}"
+        ) from error
+    if len(result) != count:
+        raise SerializationError(
+            f"tags header at position {position_of(message.sequence, 0)} does not match its events"
+        )
+    return result
