@@ -12,6 +12,9 @@ before it (linearizable, whatever the query), one round trip when nothing was st
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+import collections
 import json
 import re
 from collections.abc import Sequence
@@ -61,6 +64,7 @@ __all__ = ["DcbJetStream"]
 _WRONG_LAST_SEQUENCE = 10071
 _ACTUAL_SEQUENCE = re.compile(r"wrong last sequence: (\d+)")
 _END = POSITION_STRIDE - 1
+_CACHE_SIZE = 100_000
 
 
 class DcbJetStream:
@@ -74,6 +78,7 @@ class DcbJetStream:
         self._config = config
         self._direct = direct
         self._prefix = config.subject_prefix + "."
+        self._index = TagIndex()
 
     # -- reading -------------------------------------------------------------------------
 
@@ -89,15 +94,67 @@ class DcbJetStream:
     async def read(
         self, query: Query, *, after: int = 0, limit: int | None = None, backwards: bool = False
     ) -> DcbReadResult:
-        """See :meth:`eventtape.DcbStore.dcb_read`: a batched scan of the log from ``after``.
+        """See :meth:`eventtape.DcbStore.dcb_read`.
 
-        The consistency point is the end of the last message scanned (``sequence * 1000 +
-        999``), or ``after`` when nothing newer was stored.
+        A query whose every item names tags or types is answered from the store's tag index,
+        after the index has read the messages stored since it last looked (and only those); a
+        query with an item that names neither scans the log from ``after``. The consistency
+        point is the end of the last message looked at (``sequence * 1000 + 999``), or
+        ``after`` when nothing newer was stored.
         """
         if not isinstance(query, Query):
             raise TypeError(f"dcb_read takes a Query, not {type(query).__name__}")
         validate_range("after", after, 0)
         validate_range("limit", limit, 0)
+        if query.is_all or any(not item.tags and not item.types for item in query.items):
+            return await self._scan(query, after, limit, backwards)
+        index = self._index
+        async with index.lock:
+            await self._catch_up()
+            positions = index.candidates(query, after)
+            point = max(after, position_of(index.upto, _END)) if index.upto else after
+        if backwards:
+            positions.reverse()
+        found: list[SequencedEvent] = []
+        for position in positions:
+            item = await self._event_at(position)
+            if query.matches(item.event_type, item.tags):
+                found.append(item)
+                if limit is not None and len(found) >= limit:
+                    if not backwards:
+                        point = max(after, position_of(sequence_of(position), _END))
+                    break
+        return DcbReadResult(tuple(found), point)
+
+    async def _catch_up(self) -> None:
+        """Index the messages stored since the index last looked (call with its lock held)."""
+        index = self._index
+        async for message in self._direct.batch(
+            index.upto + 1, self._config.filter_subject(), batch=self._config.read_batch
+        ):
+            for item in self._tagged_records(message):
+                index.add(item)
+            index.upto = message.sequence
+
+    async def _event_at(self, position: int) -> SequencedEvent:
+        cached = self._index.cached(position)
+        if cached is not None:
+            return cached
+        message = await self._direct.by_sequence(sequence_of(position))
+        if message is None:
+            raise EventtapeError(f"event at position {position} is gone from the stream")
+        found = None
+        for item in self._tagged_records(message):
+            self._index.remember(item)
+            if item.position == position:
+                found = item
+        if found is None:
+            raise EventtapeError(f"no event at position {position}")
+        return found
+
+    async def _scan(
+        self, query: Query, after: int, limit: int | None, backwards: bool
+    ) -> DcbReadResult:
         found: list[SequencedEvent] = []
         point = after
         async for message in self._direct.batch(
@@ -222,6 +279,57 @@ class DcbJetStream:
             raise StoreUnavailable("JetStream is not answering: nothing was appended") from error
         ack: dict[str, Any] = json.loads(reply.data)
         return ack
+
+
+class TagIndex:
+    """Which positions carry which tag and type: built from the log on first use, then kept
+    current by reading only the messages stored since; with recently seen events decoded.
+
+    Memory: one int per (event, tag) and per event, plus up to ``cache_size`` decoded events.
+    """
+
+    def __init__(self, cache_size: int = _CACHE_SIZE) -> None:
+        self.lock = asyncio.Lock()
+        self.upto = 0  # the last message sequence indexed
+        self.by_tag: dict[str, list[int]] = {}
+        self.by_type: dict[str, list[int]] = {}
+        self._cache: collections.OrderedDict[int, SequencedEvent] = collections.OrderedDict()
+        self._cache_size = cache_size
+
+    def add(self, item: SequencedEvent) -> None:
+        position = item.position
+        for tag in item.tags:
+            self.by_tag.setdefault(tag, []).append(position)
+        self.by_type.setdefault(item.event_type, []).append(position)
+        self.remember(item)
+
+    def remember(self, item: SequencedEvent) -> None:
+        cache = self._cache
+        cache[item.position] = item
+        cache.move_to_end(item.position)
+        if len(cache) > self._cache_size:
+            cache.popitem(last=False)
+
+    def cached(self, position: int) -> SequencedEvent | None:
+        return self._cache.get(position)
+
+    def candidates(self, query: Query, after: int) -> list[int]:
+        """Positions after ``after`` that may match (every item names tags or types)."""
+        chosen: set[int] = set()
+        for item in query.items:
+            if item.tags:
+                # The rarest tag's postings: every match carries it.
+                lists = [self.by_tag.get(tag, []) for tag in item.tags]
+                postings = min(lists, key=len)
+                chosen.update(_after(postings, after))
+            else:
+                for name in item.types:
+                    chosen.update(_after(self.by_type.get(name, []), after))
+        return sorted(chosen)
+
+
+def _after(postings: list[int], after: int) -> list[int]:
+    return postings[bisect.bisect_right(postings, after) :]
 
 
 def _first_sequence(after: int) -> int:
