@@ -8,6 +8,7 @@ between two awaits, so it is atomic on the event loop. Nothing survives the proc
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import UTC, datetime
@@ -70,6 +71,8 @@ class InMemoryEventStore:
         self._all: list[RecordedEvent[Event]] = []
         self._by_id: dict[UUID, RecordedEvent[Event]] = {}
         self._tags: dict[int, frozenset[str]] = {}  # tags given on DCB appends, by position
+        self._by_tag: dict[str, list[int]] = {}  # positions of every event carrying a tag
+        self._by_type: dict[str, list[int]] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._subscriptions: set[_MemorySubscription] = set()
         self._closed = False
@@ -129,6 +132,9 @@ class InMemoryEventStore:
         self._all.extend(records)
         for record in records:
             self._by_id[record.event_id] = record
+            for tag in self._tags_of(record):
+                self._by_tag.setdefault(tag, []).append(record.position)
+            self._by_type.setdefault(record.event_type, []).append(record.position)
         self._wake_subscribers()
         return AppendResult(
             stream_id,
@@ -289,9 +295,8 @@ class InMemoryEventStore:
         validate_range("after", after, 0)
         validate_range("limit", limit, 0)
         head = len(self._all)
-        indexes = range(after, head)
         found: list[SequencedEvent] = []
-        for index in reversed(indexes) if backwards else indexes:
+        for index in self._candidates(query, after, backwards):
             if limit is not None and len(found) >= limit:
                 break
             record = self._all[index]
@@ -328,20 +333,45 @@ class InMemoryEventStore:
             return result.position
         if condition is not None:
             query, after = condition.fail_if_events_match, condition.after
-            for record in self._all[after or 0 :]:
+            for index in self._candidates(query, after or 0, False):
+                record = self._all[index]
                 if query.matches(record.event_type, self._tags_of(record)):
                     raise AppendConditionFailed(query, after, record.position)
         # No await between the check above and the append below suspends (the append awaits
-        # nothing), so no other task can store an event in between: the check holds.
-        result = await self.append(
-            stream_id,
-            [item.as_new_event() for item in items],
-            expected_version=StreamState.NO_STREAM,
-            metadata=metadata,
-        )
+        # nothing), so no other task can store an event in between: the check holds. The
+        # tags go in first, so the append indexes them.
+        first = len(self._all) + 1
         for offset, item in enumerate(items):
-            self._tags[result.first_position + offset] = item.tags
+            self._tags[first + offset] = item.tags
+        try:
+            result = await self.append(
+                stream_id,
+                [item.as_new_event() for item in items],
+                expected_version=StreamState.NO_STREAM,
+                metadata=metadata,
+            )
+        except BaseException:
+            for offset in range(len(items)):
+                self._tags.pop(first + offset, None)
+            raise
         return result.position
+
+    def _candidates(self, query: Query, after: int, backwards: bool) -> Sequence[int]:
+        """Indexes into the log of the events after ``after`` that may match ``query``."""
+        if query.is_all or any(not item.tags and not item.types for item in query.items):
+            indexes: Sequence[int] = range(after, len(self._all))
+        else:
+            chosen: set[int] = set()
+            for item in query.items:
+                if item.tags:  # the rarest tag's postings: every match carries it
+                    lists = [self._by_tag.get(tag, []) for tag in item.tags]
+                    postings = [min(lists, key=len)]
+                else:
+                    postings = [self._by_type.get(name, []) for name in item.types]
+                for positions in postings:
+                    chosen.update(positions[bisect.bisect_right(positions, after) :])
+            indexes = [position - 1 for position in sorted(chosen)]
+        return indexes[::-1] if backwards else indexes
 
     async def stream_version(self, stream_id: str) -> int:
         """Return the stream's version (0 if it has no events)."""

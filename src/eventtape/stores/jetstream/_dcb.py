@@ -109,10 +109,10 @@ class DcbJetStream:
         if query.is_all or any(not item.tags and not item.types for item in query.items):
             return await self._scan(query, after, limit, backwards)
         index = self._index
-        async with index.lock:
-            await self._catch_up()
-            positions = index.candidates(query, after)
-            point = max(after, position_of(index.upto, _END)) if index.upto else after
+        await self._refresh()
+        # No await from here to the end of the snapshot: the index cannot move under it.
+        positions = index.candidates(query, after)
+        point = max(after, position_of(index.upto, _END)) if index.upto else after
         if backwards:
             positions.reverse()
         found: list[SequencedEvent] = []
@@ -226,20 +226,66 @@ class DcbJetStream:
                 # Nothing newer to look at: the subject check failed, so an earlier try of
                 # this very append is stored.
                 return await self._earlier_try(stream_id, subject, new)
-            # Only the messages stored since the last check are read and matched.
+            checked = await self._recheck(query, after, checked, actual, stream_id, subject, new)
+            if checked < 0:  # an earlier try of this append was found stored: -its position
+                return -checked
+
+    async def _recheck(
+        self,
+        query: Query,
+        after: int | None,
+        checked: int,
+        actual: int,
+        stream_id: str,
+        subject: str,
+        new: list[NewEvent[Event]],
+    ) -> int:
+        """Match the messages stored after sequence ``checked`` (up to at least ``actual``)
+        against the query; return the sequence checked up to now, or ``-position`` of an
+        earlier try of this append found stored.
+
+        Raises:
+            AppendConditionFailed: If one matches.
+        """
+        floor = max(after or 0, position_of(checked, _END) if checked else 0)
+        if query.is_all or any(not item.tags and not item.types for item in query.items):
             async for message in self._direct.batch(
                 checked + 1, self._config.filter_subject(), batch=self._config.read_batch
             ):
                 if message.sequence > actual:
                     break
                 if message.subject == subject:
-                    return await self._earlier_try(stream_id, subject, new)
+                    return -(await self._earlier_try(stream_id, subject, new))
                 for item in self._tagged_records(message):
-                    if (after is None or item.position > after) and query.matches(
-                        item.event_type, item.tags
-                    ):
+                    if item.position > floor and query.matches(item.event_type, item.tags):
                         raise AppendConditionFailed(query, after, item.position)
-            checked = actual
+            return actual
+        # From the tag index, brought up to date once for every append waiting on it.
+        await self._refresh(actual)
+        index = self._index
+        upto = index.upto
+        if index.by_tag.get(STREAM_TAG_PREFIX + stream_id):
+            return -(await self._earlier_try(stream_id, subject, new))
+        for position in index.candidates(query, floor):
+            if sequence_of(position) > upto:
+                break
+            item = await self._event_at(position)
+            if query.matches(item.event_type, item.tags):
+                raise AppendConditionFailed(query, after, item.position)
+        return upto
+
+    async def _refresh(self, at_least: int = 0) -> None:
+        """Bring the index up to the stream's end, sharing one catch-up among all callers
+        waiting at the same time: a catch-up that began after this call serves it."""
+        index = self._index
+        ticket = index.began
+        async with index.lock:
+            if index.finished > ticket and index.upto >= at_least:
+                return
+            index.began += 1
+            mine = index.began
+            await self._catch_up()
+            index.finished = mine
 
     async def _outcome(
         self, ack: dict[str, Any], stream_id: str, subject: str, new: list[NewEvent[Event]]
@@ -291,6 +337,8 @@ class TagIndex:
     def __init__(self, cache_size: int = _CACHE_SIZE) -> None:
         self.lock = asyncio.Lock()
         self.upto = 0  # the last message sequence indexed
+        self.began = 0  # catch-ups begun
+        self.finished = 0  # the number of the last catch-up finished
         self.by_tag: dict[str, list[int]] = {}
         self.by_type: dict[str, list[int]] = {}
         self._cache: collections.OrderedDict[int, SequencedEvent] = collections.OrderedDict()
