@@ -23,6 +23,7 @@ from eventtape import (
 )
 from eventtape.stores.jetstream import JetStreamEventStore
 from eventtape.testing import ContractValueSet, DcbContract, contract_registry
+from eventtape.testing._dcb_contract import decide_once
 
 
 class TestMemoryDcb(DcbContract):
@@ -168,5 +169,26 @@ def test_decision_model_keeps_a_limit_under_races() -> None:
         results = await asyncio.gather(*(redeem(c % 6) for c in range(30)))
         assert sum(results) == limit
         assert len((await store.dcb_read(Query.of(tags=[coupon]))).events) == limit
+
+    asyncio.run(main())
+
+
+def test_racing_store_instances_on_jetstream(nats_url: str) -> None:
+    """Four stores (four connections, as four services would have) race 16 deciders each on
+    the same tags: one winner per tag; nothing in one process serialises them."""
+
+    async def main() -> None:
+        registry = contract_registry()
+        stores = [await JetStreamEventStore.connect(nats_url, registry) for _ in range(4)]
+        try:
+            for _ in range(5):
+                tag = f"coupon:{uuid4().hex}"
+                wins = await asyncio.gather(
+                    *(decide_once(store, tag, n) for store in stores for n in range(4))
+                )
+                assert sum(wins) == 1
+        finally:
+            for store in stores:
+                await store.aclose()
 
     asyncio.run(main())

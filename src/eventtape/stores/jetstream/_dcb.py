@@ -79,6 +79,7 @@ class DcbJetStream:
         self._direct = direct
         self._prefix = config.subject_prefix + "."
         self._index = TagIndex()
+        self._append_lock = asyncio.Lock()
 
     # -- reading -------------------------------------------------------------------------
 
@@ -210,25 +211,57 @@ class DcbJetStream:
         if after is not None and after % POSITION_STRIDE != _END and checked > 0:
             # `after` lies inside a message: events later in that message count as newer.
             checked -= 1
-        while True:
-            headers["Nats-Expected-Last-Sequence"] = str(checked)
-            ack = await self._publish(subject, body, headers)
-            error = ack.get("error")
-            if error is None:
-                return await self._outcome(ack, stream_id, subject, new)
-            if error.get("err_code") != _WRONG_LAST_SEQUENCE:
-                raise EventtapeError(f"JetStream refused the DCB append: {error}")
-            match = _ACTUAL_SEQUENCE.search(str(error.get("description", "")))
-            if match is None:
-                raise EventtapeError(f"JetStream refused the DCB append: {error}")
-            actual = int(match.group(1))
-            if actual <= checked:
-                # Nothing newer to look at: the subject check failed, so an earlier try of
-                # this very append is stored.
-                return await self._earlier_try(stream_id, subject, new)
-            checked = await self._recheck(query, after, checked, actual, stream_id, subject, new)
-            if checked < 0:  # an earlier try of this append was found stored: -its position
-                return -checked
+        indexed = not (query.is_all or any(not i.tags and not i.types for i in query.items))
+        # One conditional append at a time from this store: appends from tasks of one process
+        # would otherwise make each other fail the expected sequence and retry; in turn, each
+        # starts from what the index already knows, checked here without a round trip.
+        async with self._append_lock:
+            index = self._index
+            if indexed and index.upto > checked:
+                checked = await self._recheck(
+                    query, after, checked, index.upto, stream_id, subject, new, refresh=False
+                )
+                if checked < 0:
+                    return -checked
+            while True:
+                headers["Nats-Expected-Last-Sequence"] = str(checked)
+                ack = await self._publish(subject, body, headers)
+                error = ack.get("error")
+                if error is None:
+                    position = await self._outcome(ack, stream_id, subject, new)
+                    if not ack.get("duplicate"):
+                        await self._index_own(int(ack["seq"]), stream_id, items)
+                    return position
+                if error.get("err_code") != _WRONG_LAST_SEQUENCE:
+                    raise EventtapeError(f"JetStream refused the DCB append: {error}")
+                match = _ACTUAL_SEQUENCE.search(str(error.get("description", "")))
+                if match is None:
+                    raise EventtapeError(f"JetStream refused the DCB append: {error}")
+                actual = int(match.group(1))
+                if actual <= checked:
+                    # Nothing newer to look at: the subject check failed, so an earlier try
+                    # of this very append is stored.
+                    return await self._earlier_try(stream_id, subject, new)
+                checked = await self._recheck(
+                    query, after, checked, actual, stream_id, subject, new
+                )
+                if checked < 0:  # an earlier try of this append was found stored
+                    return -checked
+
+    async def _index_own(self, sequence: int, stream_id: str, items: list[TaggedEvent]) -> None:
+        """Add an append this store just stored to the index, if it is the next message."""
+        index = self._index
+        async with index.lock:
+            if index.upto != sequence - 1:
+                return  # others stored in between: the next catch-up reads them all
+            stream_tag = STREAM_TAG_PREFIX + stream_id
+            for offset, item in enumerate(items):
+                index.add_postings(
+                    position_of(sequence, offset),
+                    self._registry.name_of(type(item.event)),
+                    item.tags | {stream_tag},
+                )
+            index.upto = sequence
 
     async def _recheck(
         self,
@@ -239,6 +272,8 @@ class DcbJetStream:
         stream_id: str,
         subject: str,
         new: list[NewEvent[Event]],
+        *,
+        refresh: bool = True,
     ) -> int:
         """Match the messages stored after sequence ``checked`` (up to at least ``actual``)
         against the query; return the sequence checked up to now, or ``-position`` of an
@@ -261,7 +296,8 @@ class DcbJetStream:
                         raise AppendConditionFailed(query, after, item.position)
             return actual
         # From the tag index, brought up to date once for every append waiting on it.
-        await self._refresh(actual)
+        if refresh:
+            await self._refresh(actual)
         index = self._index
         upto = index.upto
         if index.by_tag.get(STREAM_TAG_PREFIX + stream_id):
@@ -345,11 +381,13 @@ class TagIndex:
         self._cache_size = cache_size
 
     def add(self, item: SequencedEvent) -> None:
-        position = item.position
-        for tag in item.tags:
-            self.by_tag.setdefault(tag, []).append(position)
-        self.by_type.setdefault(item.event_type, []).append(position)
+        self.add_postings(item.position, item.event_type, item.tags)
         self.remember(item)
+
+    def add_postings(self, position: int, event_type: str, tags: frozenset[str]) -> None:
+        for tag in tags:
+            self.by_tag.setdefault(tag, []).append(position)
+        self.by_type.setdefault(event_type, []).append(position)
 
     def remember(self, item: SequencedEvent) -> None:
         cache = self._cache
