@@ -74,6 +74,7 @@ class _CheckThenInsertStore(InMemoryEventStore):
     [
         "test_racing_deciders_on_one_tag_have_exactly_one_winner",
         "test_condition_fails_on_a_newer_match_and_appends_nothing",
+        "test_store_behaves_like_the_model",
     ],
 )
 def test_the_suite_catches_broken_stores(broken: type[InMemoryEventStore], test: str) -> None:

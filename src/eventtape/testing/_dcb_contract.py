@@ -9,11 +9,14 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from hypothesis import settings
+from hypothesis.stateful import run_state_machine_as_test
 
 from .._core.dcb import AppendCondition, DcbStore, Query, QueryItem, tagged
 from .._core.errors import AppendConditionFailed, DuplicateEventId
 from .._core.events import NewEvent
 from .._core.registry import EventRegistry
+from ._dcb_model import dcb_model_machine
 from ._support import ContractNoteAdded, ContractValueSet, contract_registry
 
 __all__ = ["DcbContract"]
@@ -53,6 +56,9 @@ class DcbContract:
     bad input, and racing deciders: many tasks on one tag (exactly one wins) and on disjoint
     tags (none blocks another).
     """
+
+    model_settings: settings = settings(max_examples=30, stateful_step_count=20, deadline=None)
+    """Hypothesis settings for the model test (raise them for a long run)."""
 
     racers: int = 16
     """How many concurrent deciders the race tests start."""
@@ -252,3 +258,9 @@ class DcbContract:
             assert all(wins)
 
         self.run(scenario)
+
+    # -- against a model -------------------------------------------------------------------
+
+    def test_store_behaves_like_the_model(self) -> None:
+        """Hypothesis drives random conditional appends and reads, compared with a model."""
+        run_state_machine_as_test(dcb_model_machine(self.make_store), settings=self.model_settings)
