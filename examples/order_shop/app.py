@@ -28,6 +28,8 @@ from eventtape import (
     metadata_scope,
 )
 
+from .coupons import CouponRefused, Coupons, register_coupon_events
+from .domain import REGISTRY as COUPON_REGISTRY
 from .domain import IllegalTransition, Line, Order, Product, ShopError, Wallet
 from .runtime import Settings, Shop
 
@@ -67,6 +69,7 @@ class ItemIn(BaseModel):
 
 class OrderIn(BaseModel):
     items: list[ItemIn] = Field(min_length=1, max_length=50)
+    coupon: str | None = Field(default=None, min_length=1, max_length=40, pattern=r"^[A-Z0-9_-]+$")
 
 
 class CancelIn(BaseModel):
@@ -104,6 +107,8 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
 
     app = FastAPI(title="eventtape order shop", lifespan=lifespan)
     app.state.shop = shop
+    register_coupon_events(COUPON_REGISTRY)
+    coupons = app.state.coupons = Coupons()
 
     @app.exception_handler(IllegalTransition)
     async def illegal(request: Request, error: IllegalTransition) -> JSONResponse:
@@ -235,6 +240,11 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
             lines.append(Line(sku=item.sku, quantity=item.quantity, price=price))
         order_id = uuid.uuid4().hex[:12]
         user_id = who.removeprefix("user:")
+        if body.coupon is not None:  # a rule across customers: a DCB decision (coupons.py)
+            try:
+                await coupons.redeem(shop.store, body.coupon, user_id, order_id, actor=who)  # type: ignore[arg-type]
+            except CouponRefused as error:
+                raise HTTPException(409, str(error)) from None
         position = await create(who, shop.orders, lambda: Order.place(order_id, user_id, lines))
         return {"order_id": order_id, "position": position}
 
