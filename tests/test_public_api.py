@@ -33,6 +33,7 @@ EXPECTED = [
     "InMemoryEventStore",
     "InMemorySnapshotStore",
     "InvalidStreamId",
+    "InvalidTag",
     "ManualClock",
     "Metadata",
     "MissingApplyHandler",

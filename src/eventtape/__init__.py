@@ -28,6 +28,7 @@ from ._core.errors import DuplicateEventId as DuplicateEventId
 from ._core.errors import EventRegistrationError as EventRegistrationError
 from ._core.errors import EventtapeError as EventtapeError
 from ._core.errors import InvalidStreamId as InvalidStreamId
+from ._core.errors import InvalidTag as InvalidTag
 from ._core.errors import MissingApplyHandler as MissingApplyHandler
 from ._core.errors import ProjectionFailed as ProjectionFailed
 from ._core.errors import ProjectionTimeout as ProjectionTimeout
@@ -107,6 +108,7 @@ __all__ = [
     "InMemoryEventStore",
     "InMemorySnapshotStore",
     "InvalidStreamId",
+    "InvalidTag",
     "ManualClock",
     "Metadata",
     "MissingApplyHandler",

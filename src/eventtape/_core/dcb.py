@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 from uuid import UUID
 
+from .errors import InvalidTag
 from .events import Event, Metadata, NewEvent, RecordedEvent, new_event_id
 from .wire import DCB_CATEGORY, STREAM_TAG_PREFIX
 
@@ -52,21 +53,19 @@ def dcb_stream_id(first_event_id: UUID) -> str:
 
 
 def validate_tag(tag: object, *, reserved_ok: bool = False) -> str:
-    """Return ``tag`` if it is a valid tag, else raise :class:`ValueError`.
+    """Return ``tag`` if it is a valid tag, else raise :class:`InvalidTag`.
 
     A tag is a non-empty string of at most 256 printable characters (no control characters,
     which would be misread in logs and headers).
     """
     if not isinstance(tag, str):
-        raise TypeError(f"a tag is a str, not {type(tag).__name__}: {tag!r}")
+        raise InvalidTag(tag, f"a tag is a str, not {type(tag).__name__}")
     if not tag or len(tag) > MAX_TAG_LENGTH:
-        raise ValueError(f"a tag has 1 to {MAX_TAG_LENGTH} characters: {tag[:80]!r}")
+        raise InvalidTag(tag[:80], f"a tag has 1 to {MAX_TAG_LENGTH} characters")
     if not tag.isprintable():
-        raise ValueError(f"a tag may not hold control characters: {tag!r}")
+        raise InvalidTag(tag, "a tag may not hold control characters")
     if not reserved_ok and tag.startswith(STREAM_TAG_PREFIX):
-        raise ValueError(
-            f"tag {tag!r}: 'stream:' tags are given implicitly to stream appends, not by hand"
-        )
+        raise InvalidTag(tag, "'stream:' tags are given implicitly to stream appends, not by hand")
     return tag
 
 
@@ -88,7 +87,14 @@ def tags_of(event: Event) -> frozenset[str]:
     if isinstance(templates, str):
         raise TypeError(f"{type(event).__qualname__}.__event_tags__ must be a tuple of str")
     fields = dict(event)
-    return _tag_set((template.format(**fields) for template in templates), reserved_ok=False)
+    try:
+        tags = [template.format(**fields) for template in templates]
+    except (KeyError, IndexError, ValueError, AttributeError) as error:
+        raise InvalidTag(
+            templates,
+            f"{type(event).__qualname__}.__event_tags__ does not fit its fields: {error!r}",
+        ) from error
+    return _tag_set(tags, reserved_ok=False)
 
 
 @dataclass(frozen=True, slots=True)

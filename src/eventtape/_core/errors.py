@@ -7,6 +7,7 @@ The hierarchy::
     ├── ConcurrencyError           expected version did not match; nothing was appended
     ├── DuplicateEventId           an event id reused with other content or at another place
     ├── AppendConditionFailed      a DCB append's query matched an event stored after its position
+    ├── InvalidTag                 a DCB tag that is empty, too long, reserved or not text
     ├── StreamNotFound             reading a stream that has no events
     │   └── AggregateNotFound      loading an aggregate that has no events (or not that version)
     ├── SerializationError         an event or snapshot could not be encoded or decoded
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from .conditions import ExpectedVersion
-    from .dcb import Query
 
 __all__ = [
     "AggregateNotFound",
@@ -43,6 +43,7 @@ __all__ = [
     "EventRegistrationError",
     "EventtapeError",
     "InvalidStreamId",
+    "InvalidTag",
     "MissingApplyHandler",
     "ProjectionFailed",
     "ProjectionTimeout",
@@ -308,7 +309,9 @@ class AppendConditionFailed(EventtapeError):
         position: The position of a stored event that matched.
     """
 
-    def __init__(self, query: Query, after: int | None, position: int) -> None:
+    # ``query`` is a :class:`eventtape.Query`; typed loosely because the DCB module names
+    # these errors, and the errors module must stay a leaf.
+    def __init__(self, query: object, after: int | None, position: int) -> None:
         self.query = query
         self.after = after
         self.position = position
@@ -317,3 +320,17 @@ class AppendConditionFailed(EventtapeError):
             f"append condition failed: an event matching {query} was stored {where}, "
             f"at position {position}; nothing was appended",
         )
+
+
+class InvalidTag(EventtapeError, ValueError):
+    """A tag was rejected before it reached any store (see :func:`eventtape.tagged`).
+
+    Attributes:
+        tag: The rejected tag (``repr`` it before printing).
+        reason: Why it was rejected.
+    """
+
+    def __init__(self, tag: object, reason: str) -> None:
+        self.tag = tag
+        self.reason = reason
+        super().__init__(f"invalid tag {tag!r}: {reason}")

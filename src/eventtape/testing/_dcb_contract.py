@@ -13,7 +13,7 @@ from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from .._core.dcb import AppendCondition, DcbStore, Query, QueryItem, tagged
-from .._core.errors import AppendConditionFailed, DuplicateEventId
+from .._core.errors import AppendConditionFailed, DuplicateEventId, InvalidTag
 from .._core.events import NewEvent
 from .._core.registry import EventRegistry
 from ._dcb_model import dcb_model_machine
@@ -225,6 +225,14 @@ class DcbContract:
                 tagged(ContractValueSet(value=1), "t" * 1000)
             with pytest.raises(TypeError):
                 Query.of(tags="abc")
+            with pytest.raises(InvalidTag):
+                tagged(ContractValueSet(value=1), 7)  # type: ignore[arg-type]
+
+            class BadTemplate(ContractValueSet):
+                __event_tags__ = ("x:{missing}",)
+
+            with pytest.raises(InvalidTag, match="does not fit"):
+                tagged(BadTemplate(value=1))
             with pytest.raises(ValueError, match="position"):
                 AppendCondition(Query.all(), -1)
             with pytest.raises(ValueError, match="at least one"):
