@@ -18,11 +18,12 @@ from eventtape import (
     EventRegistry,
     InMemoryEventStore,
     Query,
+    SerializationError,
     build_decision,
     tagged,
 )
 from eventtape.stores.jetstream import JetStreamEventStore
-from eventtape.testing import ContractValueSet, DcbContract, contract_registry
+from eventtape.testing import ContractNoteAdded, ContractValueSet, DcbContract, contract_registry
 from eventtape.testing._dcb_contract import decide_once
 
 
@@ -191,5 +192,16 @@ def test_racing_store_instances_on_jetstream(nats_url: str) -> None:
         finally:
             for store in stores:
                 await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_an_append_too_big_for_one_message_is_refused_with_our_error(nats_url: str) -> None:
+    async def main() -> None:
+        async with await JetStreamEventStore.connect(nats_url, contract_registry()) as store:
+            tag = f"big:{uuid4().hex}"
+            with pytest.raises(SerializationError, match="more than the server takes"):
+                await store.dcb_append([tagged(ContractNoteAdded(text="x" * 2_000_000), tag)])
+            assert (await store.dcb_read(Query.of(tags=[tag]))).events == ()
 
     asyncio.run(main())

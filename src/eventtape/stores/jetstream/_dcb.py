@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nats.aio.client import Client
-from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import ConnectionClosedError, MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from ..._core.dcb import (
@@ -359,6 +359,11 @@ class DcbJetStream:
             ) from error
         except NoRespondersError as error:
             raise StoreUnavailable("JetStream is not answering: nothing was appended") from error
+        except MaxPayloadError as error:
+            raise SerializationError(
+                f"the DCB append is {len(body):,} bytes, more than the server takes in one "
+                f"message ({self._nc.max_payload:,}): nothing was appended; split it"
+            ) from error
         ack: dict[str, Any] = json.loads(reply.data)
         return ack
 
