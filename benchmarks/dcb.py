@@ -43,6 +43,7 @@ from eventtape import (
 )
 from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
 
+from ._dcb_headers import measure as measure_headers
 from ._harness import emit
 from .jetstream import nats_server
 
@@ -236,6 +237,7 @@ def run(*, quick: bool = False) -> None:
             async with await JetStreamEventStore.connect(url, REGISTRY, config=config) as store:
                 dcb_ms, plain_ms = await append_vs_stream_append(store, cmp_n)
                 results["jetstream", "append"] = {"dcb": dcb_ms, "plain": plain_ms}
+            results["jetstream", "headers"] = await measure_headers(url, cmp_n * 5)
         return results
 
     results = asyncio.run(ours())
@@ -297,3 +299,21 @@ def run(*, quick: bool = False) -> None:
         append["dcb"],
         ("stream append at an expected version", append["plain"]),
     )
+    headers = results["jetstream", "headers"]
+    plain = headers.pop("plain_p50_ms")
+    for key in ("stream_level_p50_ms", "subject_filter_p50_ms"):
+        emit(
+            SUITE, f"raw_condition_{key}", "ms", "lower", headers.pop(key), ("no condition", plain)
+        )
+    turns = headers["concurrent_stream_level_taking_turns"]
+    for key, value in headers.items():
+        emit(
+            SUITE,
+            f"raw_{key}",
+            "appends/s" if key.startswith("concurrent") else "tries",
+            "higher" if key.startswith("concurrent") else "lower",
+            value,
+            ("stream-level, one process taking turns", turns)
+            if key.startswith("concurrent")
+            else None,
+        )
