@@ -205,3 +205,38 @@ def test_an_append_too_big_for_one_message_is_refused_with_our_error(nats_url: s
             assert (await store.dcb_read(Query.of(tags=[tag]))).events == ()
 
     asyncio.run(main())
+
+
+def test_dcb_events_are_on_the_same_log_for_every_reader(
+    nats_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """read_all, subscriptions and the command line see a DCB append as the one-append stream
+    ``dcb-<first event id>``, between the stream appends around it."""
+    from eventtape.cli import main
+    from eventtape.stores.jetstream import JetStreamConfig
+
+    name = f"D{uuid4().hex[:10]}"
+    config = JetStreamConfig(stream=name, subject_prefix=f"dcbcli.{name}")
+    event_id = uuid4()
+
+    async def write() -> None:
+        async with await JetStreamEventStore.connect(
+            nats_url, contract_registry(), config=config
+        ) as store:
+            await store.append("note-1", [ContractValueSet(value=1)])
+            await store.dcb_append(
+                [tagged(ContractNoteAdded(text="tagged"), "coupon:X", event_id=event_id)]
+            )
+            await store.append("note-1", [ContractValueSet(value=2)], expected_version=1)
+            everything = [record async for record in store.read_all()]
+            assert [r.stream_id for r in everything] == ["note-1", f"dcb-{event_id}", "note-1"]
+            async with store.subscribe() as subscription:
+                seen = [await anext(subscription) for _ in range(3)]
+            assert [r.event_id for r in seen] == [r.event_id for r in everything]
+            read = await store.dcb_read(Query.of(tags=["coupon:X"]))
+            assert read.events[0].tags == {"coupon:X", f"stream:dcb-{event_id}"}
+
+    asyncio.run(write())
+    args = ["--url", nats_url, "--stream", name, "--subject-prefix", config.subject_prefix]
+    assert main([*args, "history", f"dcb-{event_id}"]) == 0
+    assert "eventtape.contract.NoteAdded" in capsys.readouterr().out
