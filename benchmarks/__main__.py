@@ -8,6 +8,7 @@ import sys
 
 SUITES = {
     "core": "benchmarks.core",
+    "dcb": "benchmarks.dcb",
     "jetstream": "benchmarks.jetstream",
     "projections": "benchmarks.projections",
     "sagas": "benchmarks.sagas",

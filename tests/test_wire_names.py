@@ -22,6 +22,8 @@ def test_persisted_names_are_pinned() -> None:
     assert wire.STORED_PREFIX == "_eventtape_stored"
     assert wire.LAST_VERSION_HEADER == "Eventtape-Last-Version"
     assert wire.DEFAULT_SNAPSHOT_STREAM == "EVENTTAPE_SNAPSHOTS"
+    assert wire.DCB_TAGS_HEADER == "Eventtape-Tags"
+    assert (wire.DCB_CATEGORY, wire.STREAM_TAG_PREFIX) == ("dcb", "stream:")
     assert wire.DEFAULT_SNAPSHOT_SUBJECT_PREFIX == "eventtape.snapshots"
     assert wire.DEFAULT_KEYS_BUCKET == "EVENTTAPE_KEYS"
     assert (wire.CHECKPOINTS_TABLE, wire.GENERATIONS_TABLE, wire.PARKED_TABLE) == (

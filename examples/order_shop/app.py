@@ -31,7 +31,8 @@ from eventtape import (
 )
 
 from .api_common import BODY, Actor, answers, event_out, install_error_handlers
-from .domain import Line, MoneyDeposited, Order, OrderCreated, Product, Wallet
+from .coupons import CouponRefused, Coupons, register_coupon_events
+from .domain import REGISTRY, Line, MoneyDeposited, Order, OrderCreated, Product, Wallet
 from .http_guard import MAX_BODY_BYTES, BodyGuard
 from .runtime import Settings, Shop
 from .schemas import (
@@ -96,6 +97,8 @@ def create_app(
     # which the client chooses (an open redirect to any host).
     app = FastAPI(title="eventtape order shop", lifespan=lifespan, redirect_slashes=False)
     app.state.shop = shop
+    register_coupon_events(REGISTRY)
+    coupons = app.state.coupons = Coupons()
     app.add_middleware(BodyGuard, max_bytes=max_body_bytes)
 
     install_error_handlers(app)
@@ -304,6 +307,11 @@ def create_app(
         order = Order.place(order_id, user_id, lines)
         if any(line.quantity > 1000 for line in order.lines):
             raise HTTPException(422, "at most 1000 of one SKU per order")
+        if body.coupon is not None:  # a rule across customers: a DCB decision (coupons.py)
+            try:
+                await coupons.redeem(shop.store, body.coupon, user_id, order_id, actor=who)  # type: ignore[arg-type]
+            except CouponRefused as error:
+                raise HTTPException(409, str(error)) from None
         position = await create(who, shop.orders, order)
         if position is None:
             if idempotency_key is None:

@@ -119,6 +119,7 @@ class OrderIn(BaseModel):
     """An order; lines of one SKU are merged (their total may not exceed 1000)."""
 
     items: list[ItemIn] = Field(min_length=1, max_length=50)
+    coupon: str | None = Field(default=None, min_length=1, max_length=40, pattern=r"^[A-Z0-9_-]+$")
 
 
 class CancelIn(BaseModel):

@@ -12,7 +12,16 @@ from ._core.conditions import ExpectedVersion as ExpectedVersion
 from ._core.conditions import StreamState as StreamState
 from ._core.context import current_metadata as current_metadata
 from ._core.context import metadata_scope as metadata_scope
+from ._core.dcb import AppendCondition as AppendCondition
+from ._core.dcb import DcbReadResult as DcbReadResult
+from ._core.dcb import DcbStore as DcbStore
+from ._core.dcb import Query as Query
+from ._core.dcb import QueryItem as QueryItem
+from ._core.dcb import SequencedEvent as SequencedEvent
+from ._core.dcb import TaggedEvent as TaggedEvent
+from ._core.dcb import tagged as tagged
 from ._core.errors import AggregateNotFound as AggregateNotFound
+from ._core.errors import AppendConditionFailed as AppendConditionFailed
 from ._core.errors import AppendRefused as AppendRefused
 from ._core.errors import ConcurrencyError as ConcurrencyError
 from ._core.errors import DomainError as DomainError
@@ -24,6 +33,7 @@ from ._core.errors import HistoryLost as HistoryLost
 from ._core.errors import InvalidArgument as InvalidArgument
 from ._core.errors import InvalidMetadata as InvalidMetadata
 from ._core.errors import InvalidStreamId as InvalidStreamId
+from ._core.errors import InvalidTag as InvalidTag
 from ._core.errors import MissingApplyHandler as MissingApplyHandler
 from ._core.errors import ProjectionFailed as ProjectionFailed
 from ._core.errors import ProjectionTimeout as ProjectionTimeout
@@ -56,6 +66,9 @@ from ._core.stream_ids import category_of as category_of
 from ._core.stream_ids import validate_stream_id as validate_stream_id
 from ._model.aggregate import Aggregate as Aggregate
 from ._model.aggregate import applies as applies
+from ._model.decision import Decision as Decision
+from ._model.decision import DecisionProjection as DecisionProjection
+from ._model.decision import build_decision as build_decision
 from ._model.repository import Repository as Repository
 from ._projections.projection import Partition as Partition
 from ._projections.projection import Projection as Projection
@@ -84,11 +97,17 @@ __all__ = [
     "MAX_STREAM_ID_LENGTH",
     "Aggregate",
     "AggregateNotFound",
+    "AppendCondition",
+    "AppendConditionFailed",
     "AppendRefused",
     "AppendResult",
     "Clock",
     "ConcurrencyError",
+    "DcbReadResult",
+    "DcbStore",
     "Deadline",
+    "Decision",
+    "DecisionProjection",
     "DomainError",
     "DuplicateEventId",
     "Event",
@@ -106,6 +125,7 @@ __all__ = [
     "InvalidArgument",
     "InvalidMetadata",
     "InvalidStreamId",
+    "InvalidTag",
     "Lease",
     "LeaseStore",
     "ManualClock",
@@ -121,6 +141,8 @@ __all__ = [
     "ProjectionRunner",
     "ProjectionStatus",
     "ProjectionTimeout",
+    "Query",
+    "QueryItem",
     "ReadModelSink",
     "RecordedEvent",
     "Repository",
@@ -129,6 +151,7 @@ __all__ = [
     "SagaContext",
     "SagaOptions",
     "SagaRunner",
+    "SequencedEvent",
     "SerializationError",
     "Sharing",
     "Snapshot",
@@ -143,16 +166,19 @@ __all__ = [
     "SubjectForgotten",
     "Subscription",
     "SystemClock",
+    "TaggedEvent",
     "UnknownEventType",
     "UpcastError",
     "Upcaster",
     "__version__",
     "applies",
+    "build_decision",
     "category_of",
     "current_metadata",
     "handles",
     "metadata_scope",
     "on_deadline",
     "reacts_to",
+    "tagged",
     "validate_stream_id",
 ]

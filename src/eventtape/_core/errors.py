@@ -9,6 +9,8 @@ The hierarchy::
     │   └── InvalidMetadata        an actor, causation/correlation id or header that can't be kept
     ├── ConcurrencyError           expected version did not match; nothing was appended
     ├── DuplicateEventId           an event id reused with other content or at another place
+    ├── AppendConditionFailed      a DCB append's query matched an event stored after its position
+    ├── InvalidTag                 a DCB tag that is empty, too long, reserved or not text
     ├── StreamNotFound             reading a stream that has no events
     │   └── AggregateNotFound      loading an aggregate that has no events (or not that version)
     ├── SerializationError         an event or snapshot could not be encoded or decoded
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AggregateNotFound",
+    "AppendConditionFailed",
     "AppendRefused",
     "ConcurrencyError",
     "DomainError",
@@ -53,6 +56,7 @@ __all__ = [
     "InvalidArgument",
     "InvalidMetadata",
     "InvalidStreamId",
+    "InvalidTag",
     "MissingApplyHandler",
     "ProjectionFailed",
     "ProjectionTimeout",
@@ -417,3 +421,40 @@ def _where(stream_id: str | None, position: int | None) -> str:
 def describe(error: BaseException) -> str:
     """A one-line description of an error, for parked events and messages."""
     return f"{type(error).__name__}: {error}"
+
+
+class AppendConditionFailed(EventtapeError):
+    """A DCB append's condition failed: an event matching its query was stored after its
+    position, so nothing was appended. Read again, decide again.
+
+    Attributes:
+        query: The condition's query.
+        after: The condition's position (``None``: anywhere in the log).
+        position: The position of a stored event that matched.
+    """
+
+    # ``query`` is a :class:`eventtape.Query`; typed loosely because the DCB module names
+    # these errors, and the errors module must stay a leaf.
+    def __init__(self, query: object, after: int | None, position: int) -> None:
+        self.query = query
+        self.after = after
+        self.position = position
+        where = "anywhere in the log" if after is None else f"after position {after}"
+        super().__init__(
+            f"append condition failed: an event matching {query} was stored {where}, "
+            f"at position {position}; nothing was appended",
+        )
+
+
+class InvalidTag(EventtapeError, ValueError):
+    """A tag was rejected before it reached any store (see :func:`eventtape.tagged`).
+
+    Attributes:
+        tag: The rejected tag (``repr`` it before printing).
+        reason: Why it was rejected.
+    """
+
+    def __init__(self, tag: object, reason: str) -> None:
+        self.tag = tag
+        self.reason = reason
+        super().__init__(f"invalid tag {tag!r}: {reason}")

@@ -13,6 +13,8 @@ from typing import Final
 
 __all__ = [
     "CHECKPOINTS_TABLE",
+    "DCB_CATEGORY",
+    "DCB_TAGS_HEADER",
     "DEFAULT_KEYS_BUCKET",
     "DEFAULT_LEASE_BUCKET",
     "DEFAULT_SNAPSHOT_STREAM",
@@ -30,6 +32,7 @@ __all__ = [
     "SAGA_NAMESPACE",
     "SAGA_PARKED_PARTITION",
     "STORED_PREFIX",
+    "STREAM_TAG_PREFIX",
     "SYSTEM_EVENT_PREFIX",
 ]
 
@@ -45,10 +48,18 @@ STORED_PREFIX: Final = "_eventtape_stored"
 """Where the stream republishes stored messages' headers: ``<prefix>.<stream>.…``."""
 LAST_VERSION_HEADER: Final = "Eventtape-Last-Version"
 """Header carrying the version of the last event of a multi-event append."""
+DCB_TAGS_HEADER: Final = "Eventtape-Tags"
+"""Header of a DCB append: the tags of each of its events, as a JSON list of lists."""
 DEFAULT_SNAPSHOT_STREAM: Final = "EVENTTAPE_SNAPSHOTS"
 DEFAULT_SNAPSHOT_SUBJECT_PREFIX: Final = "eventtape.snapshots"
 DEFAULT_KEYS_BUCKET: Final = "EVENTTAPE_KEYS"
 """The JetStream key-value bucket holding per-subject keys of personal data."""
+
+# Dynamic Consistency Boundaries.
+DCB_CATEGORY: Final = "dcb"
+"""A DCB append is stored as the one-append stream ``dcb-<its first event id>``."""
+STREAM_TAG_PREFIX: Final = "stream:"
+"""Every event of a stream carries the implicit tag ``stream:<stream id>``."""
 
 # SQL read-model sinks: the library's own tables beside the user's.
 CHECKPOINTS_TABLE: Final = "eventtape_checkpoints"

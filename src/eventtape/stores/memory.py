@@ -8,6 +8,7 @@ between two awaits, so it is atomic on the event loop. Nothing survives the proc
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import UTC, datetime
@@ -16,7 +17,23 @@ from typing import Self
 from uuid import UUID
 
 from .._core.conditions import AppendResult, ExpectedVersion, StreamState
-from .._core.errors import DuplicateEventId, SerializationError, StreamNotFound
+from .._core.dcb import (
+    STREAM_TAG_PREFIX,
+    AppendCondition,
+    DcbReadResult,
+    Query,
+    SequencedEvent,
+    TaggedEvent,
+    dcb_stream_id,
+    tags_of,
+    to_tagged,
+)
+from .._core.errors import (
+    AppendConditionFailed,
+    DuplicateEventId,
+    SerializationError,
+    StreamNotFound,
+)
 from .._core.events import EMPTY_HEADERS, Event, Metadata, NewEvent, RecordedEvent
 from .._core.registry import EventRegistry
 from .._core.snapshots import Snapshot
@@ -54,6 +71,9 @@ class InMemoryEventStore:
         self._streams: dict[str, list[RecordedEvent[Event]]] = {}
         self._all: list[RecordedEvent[Event]] = []
         self._by_id: dict[UUID, RecordedEvent[Event]] = {}
+        self._tags: dict[int, frozenset[str]] = {}  # tags given on DCB appends, by position
+        self._by_tag: dict[str, list[int]] = {}  # positions of every event carrying a tag
+        self._by_type: dict[str, list[int]] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._subscriptions: set[_MemorySubscription] = set()
         self._closed = False
@@ -127,6 +147,9 @@ class InMemoryEventStore:
         self._all.extend(records)
         for record in records:
             self._by_id[record.event_id] = record
+            for tag in self._tags_of(record):
+                self._by_tag.setdefault(tag, []).append(record.position)
+            self._by_type.setdefault(record.event_type, []).append(record.position)
         self._wake_subscribers()
         return AppendResult(
             stream_id,
@@ -264,6 +287,106 @@ class InMemoryEventStore:
         )
         self._subscriptions.add(subscription)
         return subscription
+
+    # -- Dynamic Consistency Boundaries (the reference implementation) ---------------------
+
+    def _tags_of(self, record: RecordedEvent[Event]) -> frozenset[str]:
+        given = self._tags.get(record.position, frozenset())
+        return given | tags_of(record.event) | {STREAM_TAG_PREFIX + record.stream_id}
+
+    async def dcb_read(
+        self,
+        query: Query,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        backwards: bool = False,
+    ) -> DcbReadResult:
+        """Return the events matching ``query`` after ``after``; see
+        :meth:`eventtape.DcbStore.dcb_read`. A scan of the log from ``after``."""
+        self._check_open()
+        if not isinstance(query, Query):
+            raise TypeError(f"dcb_read takes a Query, not {type(query).__name__}")
+        validate_range("after", after, 0)
+        validate_range("limit", limit, 0)
+        head = len(self._all)
+        found: list[SequencedEvent] = []
+        for index in self._candidates(query, after, backwards):
+            if limit is not None and len(found) >= limit:
+                break
+            record = self._all[index]
+            tags = self._tags_of(record)
+            if query.matches(record.event_type, tags):
+                found.append(SequencedEvent(record, tags))
+        position = head
+        if limit is not None and len(found) >= limit and not backwards and found:
+            position = found[-1].position
+        return DcbReadResult(tuple(found), position)
+
+    async def dcb_append(
+        self,
+        events: Sequence[Event | NewEvent[Event] | TaggedEvent],
+        *,
+        condition: AppendCondition | None = None,
+        metadata: Metadata | None = None,
+    ) -> int:
+        """Store ``events`` atomically unless the condition fails; see
+        :meth:`eventtape.DcbStore.dcb_append`.
+
+        The events go to a stream of their own, ``dcb-<first event id>``, so every reader of the
+        log (projections, sagas, the command line) sees them like any other append.
+        """
+        self._check_open()
+        items = to_tagged(events)
+        if condition is not None and not isinstance(condition, AppendCondition):
+            raise TypeError("condition takes an AppendCondition")
+        stream_id = dcb_stream_id(items[0].event_id)
+        stored = self._by_id.get(items[0].event_id)
+        if stored is not None and stored.stream_id == stream_id:
+            # A retry of a stored append: the stream append below checks it is the same.
+            result = await self.append(stream_id, [item.as_new_event() for item in items])
+            return result.position
+        if condition is not None:
+            query, after = condition.fail_if_events_match, condition.after
+            for index in self._candidates(query, after or 0, False):
+                record = self._all[index]
+                if query.matches(record.event_type, self._tags_of(record)):
+                    raise AppendConditionFailed(query, after, record.position)
+        # No await between the check above and the append below suspends (the append awaits
+        # nothing), so no other task can store an event in between: the check holds. The
+        # tags go in first, so the append indexes them.
+        first = len(self._all) + 1
+        for offset, item in enumerate(items):
+            self._tags[first + offset] = item.tags
+        try:
+            result = await self.append(
+                stream_id,
+                [item.as_new_event() for item in items],
+                expected_version=StreamState.NO_STREAM,
+                metadata=metadata,
+            )
+        except BaseException:
+            for offset in range(len(items)):
+                self._tags.pop(first + offset, None)
+            raise
+        return result.position
+
+    def _candidates(self, query: Query, after: int, backwards: bool) -> Sequence[int]:
+        """Indexes into the log of the events after ``after`` that may match ``query``."""
+        if query.is_all or any(not item.tags and not item.types for item in query.items):
+            indexes: Sequence[int] = range(after, len(self._all))
+        else:
+            chosen: set[int] = set()
+            for item in query.items:
+                if item.tags:  # the rarest tag's postings: every match carries it
+                    lists = [self._by_tag.get(tag, []) for tag in item.tags]
+                    postings = [min(lists, key=len)]
+                else:
+                    postings = [self._by_type.get(name, []) for name in item.types]
+                for positions in postings:
+                    chosen.update(positions[bisect.bisect_right(positions, after) :])
+            indexes = [position - 1 for position in sorted(chosen)]
+        return indexes[::-1] if backwards else indexes
 
     async def stream_version(self, stream_id: str) -> int:
         """Return the stream's version (0 if it has no events)."""

@@ -4,6 +4,7 @@ Needs the ``testing`` extra (``pip install "eventtape[testing]"``): pytest and h
 """
 
 from ._contract import EventStoreContract as EventStoreContract
+from ._dcb_contract import DcbContract as DcbContract
 from ._model import store_model_machine as store_model_machine
 from ._scenario import AggregateScenario as AggregateScenario
 from ._support import ContractNoteAdded as ContractNoteAdded
@@ -15,6 +16,7 @@ __all__ = [
     "AggregateScenario",
     "ContractNoteAdded",
     "ContractValueSet",
+    "DcbContract",
     "EventStoreContract",
     "StoreFactory",
     "contract_registry",

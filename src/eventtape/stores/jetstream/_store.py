@@ -13,6 +13,7 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
 from ..._core.conditions import AppendResult, ExpectedVersion, StreamState
+from ..._core.dcb import AppendCondition, DcbReadResult, Query, TaggedEvent
 from ..._core.errors import (
     StoreUnavailable,
     StreamNotFound,
@@ -31,6 +32,7 @@ from ._codec import (
     sequence_of,
 )
 from ._config import JetStreamConfig
+from ._dcb import DcbJetStream
 from ._direct import DirectGet
 from ._provision import provision_stream
 from ._subscription import JetStreamSubscription
@@ -78,6 +80,7 @@ class JetStreamEventStore:
         self._owns_connection = owns_connection
         self._direct = DirectGet(nc, self._config.stream, self._config.request_timeout)
         self._appender = Appender(nc, registry, self._config, self._direct)
+        self._dcb = DcbJetStream(nc, registry, self._config, self._direct)
         self._subscriptions: set[JetStreamSubscription] = set()
         self._prefix = self._config.subject_prefix + "."
         self._started = False
@@ -375,6 +378,29 @@ class JetStreamEventStore:
         """Return the position of the store's last event (0 if it is empty)."""
         self._check_started()
         return await self._direct.head_position(self._prefix)
+
+    # -- Dynamic Consistency Boundaries (see _dcb.py) ------------------------------------
+
+    async def dcb_read(
+        self, query: Query, *, after: int = 0, limit: int | None = None, backwards: bool = False
+    ) -> DcbReadResult:
+        """Return the events matching ``query`` after ``after``; see
+        :meth:`eventtape.DcbStore.dcb_read`. A batched scan of the log from ``after``."""
+        self._check_started()
+        return await self._dcb.read(query, after=after, limit=limit, backwards=backwards)
+
+    async def dcb_append(
+        self,
+        events: Sequence[Event | NewEvent[Event] | TaggedEvent],
+        *,
+        condition: AppendCondition | None = None,
+        metadata: Metadata | None = None,
+    ) -> int:
+        """Store ``events`` atomically unless the condition fails; see
+        :meth:`eventtape.DcbStore.dcb_append`. One round trip when nothing was stored since
+        the condition's position; otherwise only the newer messages are read and checked."""
+        self._check_started()
+        return await self._dcb.append(events, condition=condition, metadata=metadata)
 
     # -- lifecycle -----------------------------------------------------------------------
 
