@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, Self
 
 from .._core.clock import Clock, SystemClock
@@ -34,10 +35,14 @@ logger = logging.getLogger("eventtape.sagas")
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SagaOptions:
-    """How a saga runner batches and retries.
+    """How a saga runner batches, runs in parallel and retries.
 
     Attributes:
-        batch_size: Events claimed per checkpoint round trip.
+        batch_size: Events claimed per checkpoint write.
+        concurrency: Handlers running at once. Events with the same ordering key (by default
+            the correlation id: one business transaction, one saga instance) are always handled
+            one at a time, in store order; events with different keys run side by side, up to
+            this many. ``1`` handles every event one at a time, in store order.
         max_attempts: Tries for a handler that raises something other than a domain error.
         backoff: Seconds before the second try; doubled each time, capped at ``max_backoff``.
         max_backoff: The longest wait between tries.
@@ -47,10 +52,96 @@ class SagaOptions:
     """
 
     batch_size: int = 100
+    concurrency: int = 64
     max_attempts: int = 5
     backoff: float = 0.05
     max_backoff: float = 2.0
     start: Literal["beginning", "end"] = "beginning"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {self.concurrency}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, not {self.max_attempts}")
+
+
+class _Lanes:
+    """Runs jobs with the same key one after another, in the order given, and jobs with
+    different keys concurrently, at most ``limit`` at a time."""
+
+    def __init__(self, limit: int, on_failure: Callable[[BaseException], None]) -> None:
+        self._slots = asyncio.Semaphore(limit)
+        self._queues: dict[str, collections.deque[Callable[[], Awaitable[None]]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._on_failure = on_failure
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def submit(self, key: str, job: Callable[[], Awaitable[None]]) -> None:
+        queue = self._queues.get(key)
+        if queue is not None:
+            queue.append(job)  # its lane is running: it takes this job after the earlier ones
+            return
+        self._queues[key] = collections.deque([job])
+        self._idle.clear()
+        task = asyncio.create_task(self._drain(key), name=f"eventtape-saga-lane-{key}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self, key: str) -> None:
+        queue = self._queues[key]
+        try:
+            while queue:
+                async with self._slots:
+                    await queue[0]()
+                queue.popleft()
+        except BaseException as failure:  # a sink failure while parking: stop this lane
+            if not isinstance(failure, asyncio.CancelledError):
+                self._on_failure(failure)
+            raise
+        finally:
+            # No await between the last check of the queue and this: a job submitted
+            # meanwhile would have been appended to it, and run above.
+            del self._queues[key]
+            if not self._queues:
+                self._idle.set()
+
+    async def drained(self) -> None:
+        """Wait until every job submitted so far has run."""
+        await self._idle.wait()
+
+    async def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+class _Window:
+    """Which dispatched positions are handled, to move the "done" checkpoint only past a
+    position when every event up to it is handled (later ones may finish first)."""
+
+    def __init__(self, handled: int) -> None:
+        self.handled = handled  # every event up to here is handled
+        self._open: collections.deque[list[int]] = collections.deque()  # [position, finished]
+        self.moved = asyncio.Event()
+
+    def open(self, position: int) -> list[int]:
+        entry = [position, 0]
+        self._open.append(entry)
+        return entry
+
+    def close(self, entry: list[int]) -> None:
+        entry[1] = 1
+        advanced = False
+        while self._open and self._open[0][1]:
+            self.handled = self._open.popleft()[0]
+            advanced = True
+        if advanced:
+            self.moved.set()
 
 
 class _SagaWorker:
@@ -69,11 +160,26 @@ class _SagaWorker:
         self.clock = clock
         self.deadlines = DeadlineBook(store, saga.name, clock)
         self._recover_until = 0
-        # Every event, filtered in _handle: the checkpoint then moves past events of other
+        # Every event, filtered in _dispatch: the checkpoint then moves past events of other
         # categories too, so waiting for any position works (sagas handle few events each).
         self.feed = Feed(store, None, options.batch_size, 0)
         self._tasks: list[asyncio.Task[None]] = []
-        self._applying = asyncio.Lock()
+        self._lanes = _Lanes(options.concurrency, self._failed)
+        self._window = _Window(0)
+        # Bounds the events dispatched but not yet handled (memory, and how far recovery
+        # may have to go back after a crash).
+        self._room = asyncio.Semaphore(4 * max(options.batch_size, options.concurrency))
+        self.failure: BaseException | None = None
+
+    def _failed(self, failure: BaseException) -> None:
+        logger.error("saga %s stopped: %s", self.saga.name, describe(failure))
+        if self.failure is None:
+            self.failure = failure
+        self.feed.wake()
+
+    async def _save_checkpoint(self, partition: str, position: int) -> None:
+        async with self.sink.transaction() as tx:
+            await self.sink.save_position(tx, self.saga.name, partition, 0, position)
 
     async def start(self) -> None:
         name = self.saga.name
@@ -82,12 +188,13 @@ class _SagaWorker:
         self._recover_until = await self.sink.load_position(name, SAGA_CLAIMED_PARTITION, 0)
         if feed.checkpoint == 0 and self._recover_until == 0 and self.options.start == "end":
             feed.checkpoint = await self.store.head_position()
-            async with self.sink.transaction() as tx:
-                await self.sink.save_position(tx, name, SAGA_DONE_PARTITION, 0, feed.checkpoint)
+            await self._save_checkpoint(SAGA_DONE_PARTITION, feed.checkpoint)
+        self._window = _Window(feed.checkpoint)
         await self.deadlines.load()
         feed.start(f"saga-{name}")
         self._tasks = [
             asyncio.create_task(self._apply_batches(), name=f"eventtape-saga-apply-{name}"),
+            asyncio.create_task(self._commit_done(), name=f"eventtape-saga-done-{name}"),
             asyncio.create_task(self._fire_deadlines(), name=f"eventtape-saga-deadlines-{name}"),
         ]
 
@@ -96,43 +203,71 @@ class _SagaWorker:
         return self.feed.checkpoint
 
     async def stop(self) -> None:
-        self._tasks[-1].cancel()  # the deadline timer; the applier stops at the feed's end
+        applier, committer, timer = self._tasks
+        timer.cancel()
         await self.feed.stop()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await applier  # it stops at the feed's end, having dispatched what it took
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await timer
+        if self.failure is None:
+            await self._lanes.drained()  # every dispatched event is handled ...
+        else:
+            await self._lanes.cancel()
+        committer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await committer
+        if self.failure is None:
+            await self._commit()  # ... and recorded done
 
     async def _apply_batches(self) -> None:
-        name = self.saga.name
         while (batch := await self.feed.next_batch()) is not None:
-            async with self._applying:
-                last = batch[-1].position
-                if last > self._recover_until:
-                    # Claim the batch first: after a crash, what lies between the last "done"
-                    # and the last "claimed" is handled again, in recovery mode.
-                    async with self.sink.transaction() as tx:
-                        await self.sink.save_position(tx, name, SAGA_CLAIMED_PARTITION, 0, last)
-                for record in batch:
-                    await self._handle(record)
-                async with self.sink.transaction() as tx:
-                    await self.sink.save_position(tx, name, SAGA_DONE_PARTITION, 0, last)
-            self.feed.advance(last)
+            last = batch[-1].position
+            if last > self._recover_until:
+                # Claim the batch first: after a crash, what lies between the last "done"
+                # and the last "claimed" is handled again, in recovery mode.
+                await self._save_checkpoint(SAGA_CLAIMED_PARTITION, last)
+            for record in batch:
+                await self._dispatch(record)
 
-    async def _handle(self, record: RecordedEvent[Event]) -> None:
+    async def _dispatch(self, record: RecordedEvent[Event]) -> None:
+        entry = self._window.open(record.position)
         categories = self.saga.categories
-        if categories is not None and category_of(record.stream_id) not in categories:
-            return
-        handler = self.saga.reaction_to(type(record.event))
+        handler = None
+        if categories is None or category_of(record.stream_id) in categories:
+            handler = self.saga.reaction_to(type(record.event))
         if handler is None:
+            self._window.close(entry)
             return
+        await self._room.acquire()
         recovering = record.position <= self._recover_until
+        key = self.saga.ordering_key(record) if self.options.concurrency > 1 else ""
 
-        async def run(ctx: SagaContext) -> None:
-            await handler(self.saga, record, ctx)
+        async def job() -> None:
+            async def run(ctx: SagaContext) -> None:
+                await handler(self.saga, record, ctx)
 
-        await self._with_retries(
-            run, record.event_id, record.correlation_id, recovering, record=record
-        )
+            await self._with_retries(
+                run, record.event_id, record.correlation_id, recovering, record=record
+            )
+            self._room.release()
+            self._window.close(entry)
+
+        self._lanes.submit(key, job)
+
+    async def _commit_done(self) -> None:
+        """Write the "done" checkpoint as it moves: one write for however many events
+        finished while the previous one was being written."""
+        while True:
+            await self._window.moved.wait()
+            self._window.moved.clear()
+            await self._commit()
+
+    async def _commit(self) -> None:
+        handled = self._window.handled
+        if handled > self.feed.checkpoint:
+            await self._save_checkpoint(SAGA_DONE_PARTITION, handled)
+            self.feed.advance(handled)
 
     async def _with_retries(
         self,
@@ -189,38 +324,66 @@ class _SagaWorker:
             if deadline is None:
                 continue
             handler = self.saga._deadline_handlers.get(deadline.name)
-            async with self._applying:
-                if handler is not None:
+            fired: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-                    async def run(
-                        ctx: SagaContext, deadline: Deadline = deadline, handler: Any = handler
-                    ) -> None:
-                        await handler(self.saga, deadline, ctx)
+            async def job(
+                deadline: Deadline = deadline,
+                handler: Any = handler,
+                fired: asyncio.Future[None] = fired,
+            ) -> None:
+                try:
+                    if handler is not None:
+                        await self._fire(deadline, handler)
+                    await self.deadlines.fired(deadline)
+                finally:
+                    if not fired.done():
+                        fired.set_result(None)
 
-                    cause = uuid.uuid5(SAGA_NAMESPACE, f"fire:{deadline.deadline_id}")
-                    # A deadline may have fired before a crash without being marked: recover.
-                    done = await self._with_retries(
-                        run,
-                        cause,
-                        deadline.correlation_id,
-                        True,
-                        label=f"deadline {deadline.name} for {deadline.key}",
-                    )
-                    if not done:
-                        logger.error("deadline %s for %s parked", deadline.name, deadline.key)
-                await self.deadlines.fired(deadline)
+            # In the lane of its business transaction: never beside one of its events.
+            key = (
+                (deadline.correlation_id or f"deadline:{deadline.key}")
+                if self.options.concurrency > 1
+                else ""
+            )
+            self._lanes.submit(key, job)
+            await fired  # until then it is still pending: the next wait would return it again
+
+    async def _fire(self, deadline: Deadline, handler: Any) -> None:
+        async def run(ctx: SagaContext) -> None:
+            await handler(self.saga, deadline, ctx)
+
+        cause = uuid.uuid5(SAGA_NAMESPACE, f"fire:{deadline.deadline_id}")
+        # A deadline may have fired before a crash without being marked: recover.
+        done = await self._with_retries(
+            run,
+            cause,
+            deadline.correlation_id,
+            True,
+            label=f"deadline {deadline.name} for {deadline.key}",
+        )
+        if not done:
+            logger.error("deadline %s for %s parked", deadline.name, deadline.key)
 
     async def wait_until(self, position: int, deadline: float) -> None:
-        await self.feed.wait_until(position, deadline, self.saga.name, lambda: True)
+        def alive() -> bool:
+            if self.failure is not None:
+                raise self.failure
+            return True
+
+        await self.feed.wait_until(position, deadline, self.saga.name, alive)
 
 
 class SagaRunner:
     """Runs sagas (and process managers) against one store, with checkpoints in a sink.
 
-    Each saga reads its categories from its checkpoint on, in order, one event at a time.
-    Effects are exactly once: every command's events get deterministic ids, and events between
-    the last finished and the last claimed checkpoint (those a crash may have interrupted)
-    are handled again in recovery mode, which skips commands already applied.
+    Each saga reads the store from its checkpoint on, in order. Events of one business
+    transaction (the same :meth:`eventtape.Saga.ordering_key`, by default the correlation id)
+    are handled one at a time, in store order; events of different transactions concurrently
+    (``SagaOptions.concurrency``). Effects are exactly once: every command's events get
+    deterministic ids, the "done" checkpoint only moves past a position once every event up
+    to it is handled, and events between the last "done" and the last "claimed" checkpoint
+    (those a crash may have interrupted) are handled again in recovery mode, which skips
+    commands already applied.
 
     Args:
         store: The event store (its registry gains eventtape's deadline events).
@@ -229,7 +392,7 @@ class SagaRunner:
         sagas: The sagas to run (distinct names).
         clock: Time for deadlines (default: the system clock; :class:`eventtape.ManualClock` in
             tests).
-        options: Batching and retries.
+        options: Batching, concurrency and retries.
     """
 
     def __init__(
@@ -259,7 +422,7 @@ class SagaRunner:
             await worker.start()
 
     async def aclose(self) -> None:
-        """Stop every saga; each finishes the batch it is handling."""
+        """Stop every saga; each finishes the events it has started on and records them done."""
         for worker in self._workers.values():
             await worker.stop()
 

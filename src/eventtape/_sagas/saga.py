@@ -110,6 +110,17 @@ class Saga:
         cls._reactions = reactions
         cls._deadline_handlers = deadlines
 
+    def ordering_key(self, record: RecordedEvent[Event]) -> str:
+        """Which events must be handled one after another, in store order.
+
+        The runner handles events with the same key one at a time and events with different
+        keys concurrently. The default, the correlation id (else the stream id), keeps each
+        business transaction in order: everything an order's saga causes carries the order's
+        correlation id. Override it when a saga's instances are keyed otherwise (return a
+        constant to handle every event in order).
+        """
+        return record.correlation_id or record.stream_id
+
     def reaction_to(self, event_type: type[Event]) -> Reaction | None:
         """Return the handler for ``event_type`` (or a base class of it), or ``None``."""
         for klass in event_type.__mro__:
