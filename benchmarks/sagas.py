@@ -199,13 +199,16 @@ async def main(quick: bool) -> None:
             await js_store.aclose()
 
         # Each measurement on a stream of its own: a saga started on a store with history
-        # would first work through it.
-        js_store, js_shop = await fresh()
-        ours = await saga_rate(js_store, js_shop, orders // 2)
-        await drop(js_store)
-        js_store, js_shop = await fresh()
-        ceiling = await direct_rate(js_shop, orders // 2)
-        await drop(js_store)
+        # would first work through it. Rounds interleaved, the best of each side kept (see
+        # _harness): this machine's noise otherwise decides the ratio.
+        ours = ceiling = 0.0
+        for _ in range(3):
+            js_store, js_shop = await fresh()
+            ours = max(ours, await saga_rate(js_store, js_shop, orders // 2))
+            await drop(js_store)
+            js_store, js_shop = await fresh()
+            ceiling = max(ceiling, await direct_rate(js_shop, orders // 2))
+            await drop(js_store)
         emit(
             SUITE,
             "saga_throughput_jetstream",

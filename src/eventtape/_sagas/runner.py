@@ -26,7 +26,7 @@ from .._core.wire import (
 )
 from .._runtime.feed import Feed
 from .deadlines import Deadline, DeadlineBook
-from .saga import Saga, SagaContext
+from .saga import Saga, SagaContext, StreamLocks
 
 __all__ = ["SagaOptions", "SagaRunner"]
 
@@ -165,6 +165,7 @@ class _SagaWorker:
         self.feed = Feed(store, None, options.batch_size, 0)
         self._tasks: list[asyncio.Task[None]] = []
         self._lanes = _Lanes(options.concurrency, self._failed)
+        self._locks = StreamLocks()
         self._window = _Window(0)
         # Bounds the events dispatched but not yet handled (memory, and how far recovery
         # may have to go back after a crash).
@@ -292,6 +293,7 @@ class _SagaWorker:
                 recovering=recovering or attempt > 0,
                 clock=self.clock,
                 deadlines=self.deadlines,
+                locks=self._locks,
             )
             try:
                 await run(ctx)

@@ -9,8 +9,10 @@ crash, a retry, a replay) therefore never applies a command twice.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -130,6 +132,30 @@ class Saga:
         return None
 
 
+class StreamLocks:
+    """One lock per stream, shared by the handlers a runner runs side by side, so commands
+    to the same aggregate take turns (writers elsewhere are still caught by the expected
+    version)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, stream_id: str) -> AsyncIterator[None]:
+        entry = self._locks.get(stream_id)
+        if entry is None:
+            entry = self._locks[stream_id] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:  # forget idle streams: the map stays as small as the work
+                del self._locks[stream_id]
+
+
 class SagaContext:
     """What a saga handler uses to act: commands with exactly-once effects, and deadlines.
 
@@ -145,6 +171,7 @@ class SagaContext:
         recovering: bool,
         clock: Clock,
         deadlines: DeadlineBook,
+        locks: StreamLocks | None = None,
     ) -> None:
         self._saga = saga
         self._cause_id = cause_id
@@ -152,6 +179,7 @@ class SagaContext:
         self._recovering = recovering
         self._clock = clock
         self._deadlines = deadlines
+        self._locks = locks or StreamLocks()
         self._calls = 0
         self._scope = ""
 
@@ -180,6 +208,7 @@ class SagaContext:
             recovering=self._recovering,
             clock=self._clock,
             deadlines=self._deadlines,
+            locks=self._locks,
         )
         child._scope = f"{self._scope}/{label}"
         return child
@@ -207,11 +236,14 @@ class SagaContext:
         if self._recovering and await self._applied(repository, stream_id, ids(0)):
             return await repository.load(aggregate_id)
         for _ in range(_CONFLICT_RETRIES):
-            aggregate = await repository.load(aggregate_id)
-            expected = aggregate.version
-            command(aggregate)
-            if await self._save(repository, aggregate, ids):
-                return aggregate
+            # Handlers running side by side that command the same aggregate take turns here
+            # instead of racing for its tail (each loser would cost a reload and a retry).
+            async with self._locks.hold(stream_id):
+                aggregate = await repository.load(aggregate_id)
+                expected = aggregate.version
+                command(aggregate)
+                if await self._save(repository, aggregate, ids):
+                    return aggregate
         # Others kept saving first: a transient failure the runner retries with backoff.
         raise ConcurrencyError(
             stream_id, expected, await repository.store.stream_version(stream_id)
@@ -231,7 +263,8 @@ class SagaContext:
         if self._recovering and await self._applied(repository, stream_id, ids(0)):
             return await repository.load(aggregate.id)
         try:
-            await self._save(repository, aggregate, ids)
+            async with self._locks.hold(stream_id):
+                await self._save(repository, aggregate, ids)
         except ConcurrencyError:
             if await self._applied(repository, stream_id, ids(0)):
                 return await repository.load(aggregate.id)
