@@ -7,10 +7,13 @@ import asyncio
 import collections
 import random
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from eventtape import (
+    AppendResult,
+    ConcurrencyError,
     Event,
     EventStore,
     InMemoryEventStore,
@@ -397,3 +400,32 @@ def test_options_refuse_nonsense() -> None:
         SagaOptions(concurrency=0)
     with pytest.raises(ValueError, match="batch_size"):
         SagaOptions(batch_size=0)
+
+
+class SlowStore(InMemoryEventStore):
+    """Every append takes a few event-loop turns (a round trip); counts refused ones."""
+
+    def __init__(self) -> None:
+        super().__init__(SHOP_REGISTRY)
+        self.conflicts = 0
+
+    async def append(self, *args: Any, **kwargs: Any) -> AppendResult:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        try:
+            return await super().append(*args, **kwargs)
+        except ConcurrencyError:
+            self.conflicts += 1
+            raise
+
+
+async def test_concurrent_commands_to_one_aggregate_take_turns() -> None:
+    store = SlowStore()
+    shop = await open_shop(store)
+    async with SagaRunner(store, SqliteSink(":memory:"), [Fulfillment(shop)]) as runner:
+        for n in range(5):  # five orders at once, all reserving the one mug
+            await place(shop, str(n), "rich", quantity=1)
+        await settle(runner, store)
+        assert await runner.parked("fulfillment") == []
+    assert store.conflicts == 0  # no saga lost a race for the inventory's tail
+    await check_invariants(shop, 10, Decimal("101"))
