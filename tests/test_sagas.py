@@ -400,6 +400,8 @@ def test_options_refuse_nonsense() -> None:
         SagaOptions(concurrency=0)
     with pytest.raises(ValueError, match="batch_size"):
         SagaOptions(batch_size=0)
+    with pytest.raises(TypeError, match="concurrency"):
+        SagaOptions(concurrency="8")  # type: ignore[arg-type]
 
 
 class SlowStore(InMemoryEventStore):
@@ -429,3 +431,24 @@ async def test_concurrent_commands_to_one_aggregate_take_turns() -> None:
         assert await runner.parked("fulfillment") == []
     assert store.conflicts == 0  # no saga lost a race for the inventory's tail
     await check_invariants(shop, 10, Decimal("101"))
+
+
+class BrokenParking(SqliteSink):
+    async def park(self, *args: Any, **kwargs: Any) -> None:
+        raise OSError("disk full")
+
+
+async def test_a_runner_that_cannot_park_says_why_instead_of_hanging(
+    store: InMemoryEventStore,
+) -> None:
+    shop = await open_shop(store)
+    options = SagaOptions(max_attempts=1)
+    runner = SagaRunner(store, BrokenParking(":memory:"), [Flaky()], options=options)
+    await runner.start()
+    try:
+        await place(shop, "bad", "rich")
+        with pytest.raises(OSError, match="disk full"):
+            await runner.wait_until(await store.head_position(), timeout=5)
+        assert runner.checkpoint("flaky") < await store.head_position()  # not "done"
+    finally:
+        await runner.aclose()
