@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from .._core.errors import ConcurrencyError, DuplicateEventId, StreamNotFound
 from .._core.events import Event, NewEvent, RecordedEvent
@@ -138,22 +139,44 @@ class StreamLocks:
     version)."""
 
     def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._slots: dict[str, _Slot] = {}
 
     @contextlib.asynccontextmanager
-    async def hold(self, stream_id: str) -> AsyncIterator[None]:
-        entry = self._locks.get(stream_id)
-        if entry is None:
-            entry = self._locks[stream_id] = (asyncio.Lock(), [0])
-        lock, users = entry
-        users[0] += 1
+    async def hold(self, stream_id: str) -> AsyncIterator[_Slot]:
+        slot = self._slots.get(stream_id)
+        if slot is None:
+            slot = self._slots[stream_id] = _Slot()
+        slot.users += 1
         try:
-            async with lock:
-                yield
+            async with slot.lock:
+                yield slot
         finally:
-            users[0] -= 1
-            if not users[0]:  # forget idle streams: the map stays as small as the work
-                del self._locks[stream_id]
+            slot.users -= 1
+            if not slot.users:  # forget idle streams: the map stays as small as the work
+                del self._slots[stream_id]
+
+
+class _Slot:
+    """A stream's turn, and the aggregate as the previous holder saved it: the next holder
+    starts from it instead of loading the stream again (a stale one only costs a conflict
+    and a reload: the save still checks the expected version)."""
+
+    __slots__ = ("latest", "lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+        self.latest: tuple[Repository[Any], Aggregate] | None = None
+
+    def take(self, repository: Repository[A]) -> A | None:
+        latest, self.latest = self.latest, None
+        if latest is None or latest[0] is not repository:
+            return None
+        return latest[1]  # type: ignore[return-value]  # saved through this very repository
+
+    def keep(self, repository: Repository[Any], aggregate: Aggregate) -> None:
+        if self.users > 1:  # only when someone is waiting for this stream's turn
+            self.latest = (repository, copy.deepcopy(aggregate))
 
 
 class SagaContext:
@@ -238,11 +261,16 @@ class SagaContext:
         for _ in range(_CONFLICT_RETRIES):
             # Handlers running side by side that command the same aggregate take turns here
             # instead of racing for its tail (each loser would cost a reload and a retry).
-            async with self._locks.hold(stream_id):
-                aggregate = await repository.load(aggregate_id)
+            async with self._locks.hold(stream_id) as slot:
+                aggregate = slot.take(repository)
+                if aggregate is None:
+                    aggregate = await repository.load(aggregate_id)
                 expected = aggregate.version
                 command(aggregate)
-                if await self._save(repository, aggregate, ids):
+                saved = await self._save(repository, aggregate, ids)
+                if saved != "conflict":
+                    if saved == "stored":
+                        slot.keep(repository, aggregate)
                     return aggregate
         # Others kept saving first: a transient failure the runner retries with backoff.
         raise ConcurrencyError(
@@ -273,13 +301,14 @@ class SagaContext:
 
     async def _save(
         self, repository: Repository[A], aggregate: A, ids: Callable[[int], uuid.UUID]
-    ) -> bool:
-        """Save with deterministic ids; ``False`` on a conflict worth a reload and retry."""
+    ) -> Literal["stored", "already", "conflict"]:
+        """Save with deterministic ids: ``"stored"``, ``"already"`` (an earlier run of this
+        handler stored them), or ``"conflict"`` (worth a reload and a retry)."""
         aggregate._pending = [
             NewEvent(pending.event, ids(index)) for index, pending in enumerate(aggregate._pending)
         ]
         if not aggregate._pending:
-            return True
+            return "stored"
         try:
             await repository.save(
                 aggregate,
@@ -288,10 +317,11 @@ class SagaContext:
                 correlation_id=self._correlation_id,
             )
         except ConcurrencyError:
-            return False
+            return "conflict"
         except DuplicateEventId:
             aggregate.mark_saved()  # stored by an earlier run of this very handler
-        return True
+            return "already"
+        return "stored"
 
     @staticmethod
     async def _applied(repository: Repository[Any], stream_id: str, event_id: uuid.UUID) -> bool:
