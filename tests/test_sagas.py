@@ -459,3 +459,9 @@ async def test_a_runner_that_cannot_park_says_why_instead_of_hanging(
         assert runner.checkpoint("flaky") < await store.head_position()  # not "done"
     finally:
         await runner.aclose()
+
+
+async def test_closing_a_runner_that_never_started_is_harmless(
+    store: InMemoryEventStore,
+) -> None:
+    await SagaRunner(store, SqliteSink(":memory:"), [Flaky()]).aclose()

@@ -204,6 +204,8 @@ class _SagaWorker:
         return self.feed.checkpoint
 
     async def stop(self) -> None:
+        if not self._tasks:
+            return  # never started
         applier, committer, timer = self._tasks
         timer.cancel()
         await self.feed.stop()
@@ -336,7 +338,15 @@ class _SagaWorker:
                 try:
                     if handler is not None:
                         await self._fire(deadline, handler)
-                    await self.deadlines.fired(deadline)
+                    # A store blip here must not stop the saga: retried, and if it still
+                    # fails the deadline stays pending and fires again (in recovery mode).
+                    await self._with_retries(
+                        lambda ctx, deadline=deadline: self.deadlines.fired(deadline),
+                        uuid.uuid5(SAGA_NAMESPACE, f"fired:{deadline.deadline_id}"),
+                        deadline.correlation_id,
+                        True,
+                        label=f"recording deadline {deadline.name} for {deadline.key} fired",
+                    )
                 finally:
                     if not fired.done():
                         fired.set_result(None)
