@@ -379,8 +379,9 @@ async def test_many_customers_at_once_keep_every_invariant(tmp_path: Path) -> No
         # The read model equals a fresh replay of the events.
         fresh = SqliteSink(tmp_path / "fresh.db")
         async with ProjectionRunner(client.shop.store, fresh, [OrdersView()]) as replay:
-            await replay.wait_until(await client.shop.store.head_position() - 5, timeout=10)
-            for _ in range(100):
+            # Not wait_until(head - 5): with sagas running concurrently, which event lands
+            # there (an order's, or a wallet's the view never reads) varies from run to run.
+            for _ in range(1000):
                 if (await replay.status())[0].lag_events == 0:
                     break
                 await asyncio.sleep(0.01)
