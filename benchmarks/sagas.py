@@ -1,9 +1,13 @@
 """Sagas suite: the 3-step order saga (reserve stock, charge, complete) end to end.
 
 - ``saga_throughput_memory`` / ``saga_throughput_jetstream``: completed sagas/s when a backlog
-  of orders is handed to the choreographed saga, side by side with the same three steps done
-  by direct calls in one process on the same store (the ceiling: no events to react to, no
-  checkpoints, no idempotency checks).
+  of orders is handed to the choreographed saga, side by side with the same commands (schedule
+  the payment timeout, reserve, charge, complete, cancel the timeout, with the same loads)
+  issued by a direct caller, all orders at once (64 in flight, the runner's default
+  concurrency), on a fresh store of the same kind in the same run. Target on JetStream: ≥ 0.9.
+- ``saga_burst_p99_jetstream``: 100 orders posted back to back (one writer, each append
+  awaited) while the saga runs: p99 of each order's ``OrderPlaced`` → ``OrderCompleted``
+  (their recorded times). Target ≤ 250 ms.
 - ``saga_latency_p50`` / ``saga_latency_p99``: from the ``OrderPlaced`` event to the
   ``OrderCompleted`` event it leads to (their recorded times), with orders placed at a steady
   200/s on the in-memory store; ``saga_latency_p50_jetstream`` / ``_p99_jetstream`` the same on
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import uuid4
@@ -22,6 +27,7 @@ from uuid import uuid4
 from tests.shop import SHOP_REGISTRY, Fulfillment, Inventory, Order, Shop, Wallet
 
 from eventtape import EventStore, InMemoryEventStore, SagaRunner
+from eventtape._core.system_events import DeadlineCancelled, DeadlineScheduled
 from eventtape.sinks.sqlite import SqliteSink
 
 from ._harness import emit
@@ -78,23 +84,63 @@ async def saga_rate(store: EventStore, shop: Shop, orders: int) -> float:
     return orders / elapsed
 
 
-async def direct_rate(shop: Shop, orders: int) -> float:
-    """The same three steps as plain calls: the ceiling a saga can approach."""
+async def direct_rate(shop: Shop, orders: int, in_flight: int = 64) -> float:
+    """The saga's commands issued by a direct caller, many orders at once: the ceiling."""
     run = uuid4().hex[:8]
     for n in range(orders):
         await place(shop, n, run)
+    slots = asyncio.Semaphore(in_flight)
+
+    async def fulfil(n: int) -> None:
+        async with slots:
+            order_id = f"{run}x{n}"
+            timeouts = f"deadline-{order_id}"  # one stream per order: appends never race
+            order = await shop.orders.load(order_id)
+            due = datetime.now(UTC) + timedelta(minutes=15)
+            scheduled = DeadlineScheduled(saga="d", name="t", key=order_id, due_at=due)
+            await shop.store.append(timeouts, [scheduled])
+            inventory = await shop.inventory.load(order.sku)
+            inventory.reserve(order.id, order.quantity)
+            await shop.inventory.save(inventory)
+            order = await shop.orders.load(order_id)
+            wallet = await shop.wallets.load(order.user_id)
+            wallet.charge(order.id, order.amount)
+            await shop.wallets.save(wallet)
+            order = await shop.orders.load(order_id)
+            order.complete()
+            await shop.orders.save(order)
+            await shop.store.append(timeouts, [DeadlineCancelled(saga="d", name="t", key=order_id)])
+
     start = time.perf_counter()
-    for n in range(orders):
-        order = await shop.orders.load(f"{run}x{n}")
-        inventory = await shop.inventory.load(order.sku)
-        inventory.reserve(order.id, order.quantity)
-        await shop.inventory.save(inventory)
-        wallet = await shop.wallets.load(order.user_id)
-        wallet.charge(order.id, order.amount)
-        await shop.wallets.save(wallet)
-        order.complete()
-        await shop.orders.save(order)
+    await asyncio.gather(*(fulfil(n) for n in range(orders)))
     return orders / (time.perf_counter() - start)
+
+
+async def completion_ms(store: EventStore, run: str) -> list[float]:
+    """Each order's ``OrderPlaced`` → ``OrderCompleted`` time in ms (recorded times)."""
+    placed: dict[str, Any] = {}
+    lags = []
+    async for record in store.read_all(categories=["order"]):
+        if not record.stream_id.startswith(f"order-{run}"):
+            continue
+        if record.event_type == "OrderPlaced":
+            placed[record.stream_id] = record.recorded_at
+        elif record.event_type == "OrderCompleted":
+            lags.append((record.recorded_at - placed[record.stream_id]).total_seconds() * 1000)
+    return lags
+
+
+async def burst(store: EventStore, shop: Shop, orders: int) -> list[float]:
+    """Post ``orders`` back to back while the saga runs; return each one's completion time."""
+    run = uuid4().hex[:8]
+    async with SagaRunner(store, SqliteSink(":memory:"), [Fulfillment(shop)]) as runner:
+        for n in range(orders):
+            await place(shop, n, run)
+        await settle(runner, store)
+    lags = await completion_ms(store, run)
+    if len(lags) != orders:
+        raise AssertionError(f"{len(lags)} of {orders} sagas completed")
+    return lags
 
 
 async def latencies(store: EventStore, shop: Shop, seconds: float, rate: int) -> list[float]:
@@ -111,16 +157,7 @@ async def latencies(store: EventStore, shop: Shop, seconds: float, rate: int) ->
         await settle(runner, store)
     if await completed(store, run) != count:
         raise AssertionError("not every saga completed")
-    placed: dict[str, Any] = {}
-    lags = []
-    async for record in store.read_all(categories=["order"]):
-        if not record.stream_id.startswith(f"order-{run}"):
-            continue
-        if record.event_type == "OrderPlaced":
-            placed[record.stream_id] = record.recorded_at
-        elif record.event_type == "OrderCompleted":
-            lags.append((record.recorded_at - placed[record.stream_id]).total_seconds() * 1000)
-    return lags
+    return await completion_ms(store, run)
 
 
 def percentile(values: list[float], q: int) -> float:
@@ -134,7 +171,14 @@ async def main(quick: bool) -> None:
     ours = await saga_rate(store, shop, orders)
     direct_store = InMemoryEventStore(SHOP_REGISTRY)
     ceiling = await direct_rate(await open_shop(direct_store), orders)
-    emit(SUITE, "saga_throughput_memory", "sagas/s", "higher", ours, ("direct calls", ceiling))
+    emit(
+        SUITE,
+        "saga_throughput_memory",
+        "sagas/s",
+        "higher",
+        ours,
+        ("direct calls, 64 at once", ceiling),
+    )
     memory_store = InMemoryEventStore(SHOP_REGISTRY)
     lags = await latencies(memory_store, await open_shop(memory_store), seconds, 200)
     emit(SUITE, "saga_latency_p50", "ms", "lower", percentile(lags, 50))
@@ -155,16 +199,29 @@ async def main(quick: bool) -> None:
             await js_store.aclose()
 
         # Each measurement on a stream of its own: a saga started on a store with history
-        # would first work through it.
-        js_store, js_shop = await fresh()
-        ours = await saga_rate(js_store, js_shop, orders // 2)
-        await drop(js_store)
-        js_store, js_shop = await fresh()
-        ceiling = await direct_rate(js_shop, orders // 2)
-        await drop(js_store)
+        # would first work through it. Rounds interleaved, the best of each side kept (see
+        # _harness): this machine's noise otherwise decides the ratio.
+        ours = ceiling = 0.0
+        for _ in range(3):
+            js_store, js_shop = await fresh()
+            ours = max(ours, await saga_rate(js_store, js_shop, orders // 2))
+            await drop(js_store)
+            js_store, js_shop = await fresh()
+            ceiling = max(ceiling, await direct_rate(js_shop, orders // 2))
+            await drop(js_store)
         emit(
-            SUITE, "saga_throughput_jetstream", "sagas/s", "higher", ours, ("direct calls", ceiling)
+            SUITE,
+            "saga_throughput_jetstream",
+            "sagas/s",
+            "higher",
+            ours,
+            ("direct calls, 64 at once", ceiling),
         )
+        js_store, js_shop = await fresh()
+        lags = await burst(js_store, js_shop, 100)
+        await drop(js_store)
+        emit(SUITE, "saga_burst_p50_jetstream", "ms", "lower", percentile(lags, 50))
+        emit(SUITE, "saga_burst_p99_jetstream", "ms", "lower", percentile(lags, 99))
         js_store, js_shop = await fresh()
         lags = await latencies(js_store, js_shop, seconds, 50)
         await drop(js_store)

@@ -276,6 +276,10 @@ class Fulfillment(Saga):
     @reacts_to(OrderPlaced)
     async def reserve_stock(self, record: RecordedEvent[OrderPlaced], ctx: SagaContext) -> None:
         event = record.event
+        # Handled again after a crash, this must not act on an order that moved on meanwhile
+        # (other orders' sagas run concurrently: stock refused then may be free now).
+        if (await self.shop.orders.load(event.order_id)).status != "placed":
+            return
         await ctx.schedule("payment_timeout", event.order_id, after=PAYMENT_TIMEOUT)
         try:
             await ctx.execute(

@@ -3,12 +3,18 @@ redelivery without double effects, parking."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import random
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from eventtape import (
+    AppendResult,
+    ConcurrencyError,
+    Event,
     EventStore,
     InMemoryEventStore,
     ManualClock,
@@ -25,6 +31,8 @@ from tests.shop import (
     Fulfillment,
     Inventory,
     Order,
+    OrderCancelled,
+    OrderCompleted,
     OrderPlaced,
     OrderProcess,
     Shop,
@@ -276,3 +284,184 @@ async def test_a_new_saga_can_start_at_the_end_of_history(store: InMemoryEventSt
         await settle(runner, store)
     assert (await shop.orders.load("old")).status == "placed"  # history left alone
     assert (await shop.orders.load("new")).status == "completed"
+
+
+# -- concurrency ----------------------------------------------------------------------------
+
+
+class Gate(Saga):
+    """The first order's handler waits until the second order's handler has run: only a
+    runner that handles different business transactions concurrently gets past it."""
+
+    name = "gate"
+    categories = ("order",)
+
+    def __init__(self) -> None:
+        self.second_seen = asyncio.Event()
+        self.release_first = asyncio.Event()
+        self.handled: list[str] = []
+
+    @reacts_to(OrderPlaced)
+    async def wait_for_the_other(
+        self, record: RecordedEvent[OrderPlaced], ctx: SagaContext
+    ) -> None:
+        if record.event.order_id == "first":
+            await self.release_first.wait()
+        else:
+            self.second_seen.set()
+        self.handled.append(record.event.order_id)
+
+
+async def test_different_transactions_run_concurrently_and_done_waits_for_the_slowest(
+    store: InMemoryEventStore,
+) -> None:
+    shop = await open_shop(store)
+    gate = Gate()
+    async with SagaRunner(store, SqliteSink(":memory:"), [gate]) as runner:
+        await place(shop, "first", "rich")
+        first_at = await store.head_position()
+        await place(shop, "second", "rich")
+        try:
+            # The second order is handled although the first is still in its handler ...
+            await asyncio.wait_for(gate.second_seen.wait(), 5)
+            assert gate.handled == ["second"]
+            # ... but "done" stays before the first: a crash now must handle it again.
+            await asyncio.sleep(0.05)
+            assert runner.checkpoint("gate") < first_at
+        finally:
+            gate.release_first.set()
+        await settle(runner, store)
+        assert runner.checkpoint("gate") == await store.head_position()
+    assert gate.handled == ["second", "first"]
+
+
+async def test_concurrency_one_handles_in_store_order(store: InMemoryEventStore) -> None:
+    shop = await open_shop(store)
+    gate = Gate()
+    options = SagaOptions(concurrency=1)
+    async with SagaRunner(store, SqliteSink(":memory:"), [gate], options=options) as runner:
+        await place(shop, "first", "rich")
+        await place(shop, "second", "rich")
+        await asyncio.sleep(0.1)
+        assert gate.handled == []  # the second waits behind the first
+        gate.release_first.set()
+        await settle(runner, store)
+    assert gate.handled == ["first", "second"]
+
+
+class Recorder(Saga):
+    """Records the order it handles events in, taking a random time over each."""
+
+    name = "recorder"
+    categories = ("order",)
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.seen: list[tuple[str, int]] = []
+        self.running = 0
+        self.most = 0
+
+    @reacts_to(OrderPlaced, OrderCompleted, OrderCancelled)
+    async def note(self, record: RecordedEvent[Event], ctx: SagaContext) -> None:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        await asyncio.sleep(self.rng.choice([0, 0, 0.001, 0.003]))
+        self.seen.append((self.ordering_key(record), record.position))
+        self.running -= 1
+
+
+async def test_each_transaction_is_handled_in_order_within_the_bound(
+    store: InMemoryEventStore,
+) -> None:
+    shop = await open_shop(store)
+    recorder = Recorder(seed=3)
+    options = SagaOptions(concurrency=4, batch_size=7)
+    async with SagaRunner(store, SqliteSink(":memory:"), [recorder], options=options) as runner:
+        for n in range(30):  # 30 transactions, placed, then completed or cancelled
+            order = Order.place(str(n), "rich", "mug", 1, Decimal(1))
+            await shop.orders.save(order, correlation_id=f"tx{n}")
+        for n in range(30):
+            order = await shop.orders.load(str(n))
+            order.complete() if n % 3 else order.cancel("changed my mind")
+            await shop.orders.save(order, correlation_id=f"tx{n}")
+        await settle(runner, store)
+    assert len(recorder.seen) == 60
+    assert len({position for _, position in recorder.seen}) == 60  # each event once
+    by_key: dict[str, list[int]] = collections.defaultdict(list)
+    for key, position in recorder.seen:
+        by_key[key].append(position)
+    assert len(by_key) == 30
+    assert all(positions == sorted(positions) for positions in by_key.values())
+    assert 1 < recorder.most <= 4
+
+
+def test_options_refuse_nonsense() -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        SagaOptions(concurrency=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        SagaOptions(batch_size=0)
+    with pytest.raises(TypeError, match="concurrency"):
+        SagaOptions(concurrency="8")  # type: ignore[arg-type]
+
+
+class SlowStore(InMemoryEventStore):
+    """Every append takes a few event-loop turns (a round trip); counts refused ones."""
+
+    def __init__(self) -> None:
+        super().__init__(SHOP_REGISTRY)
+        self.conflicts = 0
+        self.reads: collections.Counter[str] = collections.Counter()
+
+    def read_stream(self, stream_id: str, *args: Any, **kwargs: Any) -> Any:
+        self.reads[stream_id] += 1
+        return super().read_stream(stream_id, *args, **kwargs)
+
+    async def append(self, *args: Any, **kwargs: Any) -> AppendResult:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        try:
+            return await super().append(*args, **kwargs)
+        except ConcurrencyError:
+            self.conflicts += 1
+            raise
+
+
+async def test_concurrent_commands_to_one_aggregate_take_turns() -> None:
+    store = SlowStore()
+    shop = await open_shop(store)
+    async with SagaRunner(store, SqliteSink(":memory:"), [Fulfillment(shop)]) as runner:
+        # Eight orders at once, all reserving the one mug.
+        await asyncio.gather(*(place(shop, str(n), "rich", quantity=1) for n in range(8)))
+        await settle(runner, store)
+        assert await runner.parked("fulfillment") == []
+    assert store.conflicts == 0  # no saga lost a race for the inventory's tail
+    # A saga waiting for the inventory's turn starts from what the previous one saved.
+    assert store.reads["inventory-mug"] < 8  # fewer loads than orders (8 without)
+    await check_invariants(shop, 10, Decimal("101"))
+
+
+class BrokenParking(SqliteSink):
+    async def park(self, *args: Any, **kwargs: Any) -> None:
+        raise OSError("disk full")
+
+
+async def test_a_runner_that_cannot_park_says_why_instead_of_hanging(
+    store: InMemoryEventStore,
+) -> None:
+    shop = await open_shop(store)
+    options = SagaOptions(max_attempts=1)
+    runner = SagaRunner(store, BrokenParking(":memory:"), [Flaky()], options=options)
+    await runner.start()
+    try:
+        await place(shop, "bad", "rich")
+        with pytest.raises(OSError, match="disk full"):
+            await runner.wait_until(await store.head_position(), timeout=5)
+        assert runner.checkpoint("flaky") < await store.head_position()  # not "done"
+    finally:
+        await runner.aclose()
+
+
+async def test_closing_a_runner_that_never_started_is_harmless(
+    store: InMemoryEventStore,
+) -> None:
+    await SagaRunner(store, SqliteSink(":memory:"), [Flaky()]).aclose()

@@ -17,6 +17,8 @@ from .._core.wire import SAGA_NAMESPACE
 
 __all__ = ["Deadline", "DeadlineBook", "deadline_id"]
 
+_WRITE_BATCH = 100  # events per append (JetStream takes at most 100 in one message)
+
 
 def deadline_id(saga: str, name: str, key: str) -> uuid.UUID:
     """The stable id of one deadline: one per saga, name and key."""
@@ -56,6 +58,8 @@ class DeadlineBook:
         self._clock = clock
         self.pending: dict[uuid.UUID, Deadline] = {}
         self._changed = asyncio.Event()
+        self._outbox: list[tuple[NewEvent[Event], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def load(self) -> None:
         """Rebuild the pending deadlines from their stream."""
@@ -97,8 +101,49 @@ class DeadlineBook:
         self.pending.pop(deadline.deadline_id, None)
 
     async def _append(self, event: Event, event_id: uuid.UUID) -> None:
-        with contextlib.suppress(DuplicateEventId):  # written by an earlier run of this handler
-            await self._store.append(self._stream_id, [NewEvent(event, event_id)])
+        # Sagas of many orders schedule and cancel deadlines at once, all on this one stream:
+        # appended one by one they would race for its tail. One writer appends whatever
+        # has queued up meanwhile in one call (one round trip, no conflicts between them).
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outbox.append((NewEvent(event, event_id), future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(
+                self._write_outbox(), name=f"eventtape-deadlines-{self._stream_id}"
+            )
+        await asyncio.shield(future)
+
+    async def _write_outbox(self) -> None:
+        batch: list[tuple[NewEvent[Event], asyncio.Future[None]]] = []
+        try:
+            while self._outbox:
+                batch, self._outbox = self._outbox[:_WRITE_BATCH], self._outbox[_WRITE_BATCH:]
+                try:
+                    await self._append_together([new for new, _ in batch])
+                except Exception as failure:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(failure)
+                else:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_result(None)
+                batch = []
+        except BaseException:  # cancelled (the runner stopped hard): nobody waits forever
+            for _, future in batch + self._outbox:
+                future.cancel()
+            self._outbox = []
+            raise
+
+    async def _append_together(self, events: list[NewEvent[Event]]) -> None:
+        try:
+            await self._store.append(self._stream_id, events)
+        except DuplicateEventId:
+            if len(events) == 1:
+                return  # written by an earlier run of this handler
+            # Some were written by an earlier run: the rest one by one.
+            for new in events:
+                with contextlib.suppress(DuplicateEventId):
+                    await self._store.append(self._stream_id, [new])
 
     async def next_due(self) -> Deadline | None:
         """Wait until a pending deadline is due and return it (or ``None`` when woken early)."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, Self
 
 from .._core.clock import Clock, SystemClock
@@ -27,7 +28,7 @@ from .._core.wire import (
 from .._runtime.feed import Feed, check_history
 from .._runtime.sharing import Coordinator, Sharing, lease_key
 from .deadlines import Deadline, DeadlineBook
-from .saga import Saga, SagaContext
+from .saga import Saga, SagaContext, StreamLocks
 
 __all__ = ["SagaOptions", "SagaRunner"]
 
@@ -36,10 +37,14 @@ logger = logging.getLogger("eventtape.sagas")
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SagaOptions:
-    """How a saga runner batches and retries.
+    """How a saga runner batches, runs in parallel and retries.
 
     Attributes:
-        batch_size: Events claimed per checkpoint round trip.
+        batch_size: Events claimed per checkpoint write.
+        concurrency: Handlers running at once. Events with the same ordering key (by default
+            the correlation id: one business transaction, one saga instance) are always handled
+            one at a time, in store order; events with different keys run side by side, up to
+            this many. ``1`` handles every event one at a time, in store order.
         max_attempts: Tries for a handler that raises something other than a domain error.
         backoff: Seconds before the second try; doubled each time, capped at ``max_backoff``.
         max_backoff: The longest wait between tries.
@@ -49,13 +54,14 @@ class SagaOptions:
     """
 
     batch_size: int = 100
+    concurrency: int = 64
     max_attempts: int = 5
     backoff: float = 0.05
     max_backoff: float = 2.0
     start: Literal["beginning", "end"] = "beginning"
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "max_attempts"):
+        for name in ("batch_size", "concurrency", "max_attempts"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidArgument(f"{name} must be an int >= 1, not {value!r}")
@@ -65,6 +71,83 @@ class SagaOptions:
                 raise InvalidArgument(f"{name} must be a number >= 0, not {value!r}")
         if self.start not in ("beginning", "end"):
             raise InvalidArgument(f"start must be 'beginning' or 'end', not {self.start!r}")
+
+
+class _Lanes:
+    """Runs jobs with the same key one after another, in the order given, and jobs with
+    different keys concurrently, at most ``limit`` at a time."""
+
+    def __init__(self, limit: int, on_failure: Callable[[BaseException], None]) -> None:
+        self._slots = asyncio.Semaphore(limit)
+        self._queues: dict[str, collections.deque[Callable[[], Awaitable[None]]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._on_failure = on_failure
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def submit(self, key: str, job: Callable[[], Awaitable[None]]) -> None:
+        queue = self._queues.get(key)
+        if queue is not None:
+            queue.append(job)  # its lane is running: it takes this job after the earlier ones
+            return
+        self._queues[key] = collections.deque([job])
+        self._idle.clear()
+        task = asyncio.create_task(self._drain(key), name=f"eventtape-saga-lane-{key}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self, key: str) -> None:
+        queue = self._queues[key]
+        try:
+            while queue:
+                async with self._slots:
+                    await queue[0]()
+                queue.popleft()
+        except BaseException as failure:  # a sink failure while parking: stop this lane
+            if not isinstance(failure, asyncio.CancelledError):
+                self._on_failure(failure)
+            raise
+        finally:
+            # No await between the last check of the queue and this: a job submitted
+            # meanwhile would have been appended to it, and run above.
+            del self._queues[key]
+            if not self._queues:
+                self._idle.set()
+
+    async def drained(self) -> None:
+        """Wait until every job submitted so far has run."""
+        await self._idle.wait()
+
+    async def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+class _Window:
+    """Which dispatched positions are handled, to move the "done" checkpoint only past a
+    position when every event up to it is handled (later ones may finish first)."""
+
+    def __init__(self, handled: int) -> None:
+        self.handled = handled  # every event up to here is handled
+        self._open: collections.deque[list[int]] = collections.deque()  # [position, finished]
+        self.moved = asyncio.Event()
+
+    def open(self, position: int) -> list[int]:
+        entry = [position, 0]
+        self._open.append(entry)
+        return entry
+
+    def close(self, entry: list[int]) -> None:
+        entry[1] = 1
+        advanced = False
+        while self._open and self._open[0][1]:
+            self.handled = self._open.popleft()[0]
+            advanced = True
+        if advanced:
+            self.moved.set()
 
 
 class _SagaWorker:
@@ -86,11 +169,27 @@ class _SagaWorker:
         self.clock = clock
         self.deadlines = DeadlineBook(store, saga.name, clock)
         self._recover_until = 0
-        # Every event, filtered in _handle: the checkpoint then moves past events of other
+        # Every event, filtered in _dispatch: the checkpoint then moves past events of other
         # categories too, so waiting for any position works (sagas handle few events each).
         self.feed = Feed(store, None, options.batch_size, 0)
         self._tasks: list[asyncio.Task[None]] = []
-        self._applying = asyncio.Lock()
+        self._lanes = _Lanes(options.concurrency, self._failed)
+        self._locks = StreamLocks()
+        self._window = _Window(0)
+        # Bounds the events dispatched but not yet handled (memory, and how far recovery
+        # may have to go back after a crash).
+        self._room = asyncio.Semaphore(4 * max(options.batch_size, options.concurrency))
+        self.failure: BaseException | None = None
+
+    def _failed(self, failure: BaseException) -> None:
+        logger.error("saga %s stopped: %s", self.saga.name, describe(failure))
+        if self.failure is None:
+            self.failure = failure
+        self.feed.wake()
+
+    async def _save_checkpoint(self, partition: str, position: int) -> None:
+        async with self.sink.transaction() as tx:
+            await self._save(tx, self.saga.name, partition, position)
 
     async def _save(self, tx: Any, name: str, partition: str, position: int) -> None:
         """Write a checkpoint mark; fenced by the lease's token when runners share sagas."""
@@ -113,12 +212,17 @@ class _SagaWorker:
         await check_history(self.store, name, max(feed.checkpoint, self._recover_until))
         if feed.checkpoint == 0 and self._recover_until == 0 and self.options.start == "end":
             feed.checkpoint = await self.store.head_position()
-            async with self.sink.transaction() as tx:
-                await self._save(tx, name, SAGA_DONE_PARTITION, feed.checkpoint)
+            await self._save_checkpoint(SAGA_DONE_PARTITION, feed.checkpoint)
+        self._window = _Window(feed.checkpoint)
         await self.deadlines.load()
         feed.start(f"saga-{name}")
         self._tasks = [
-            asyncio.create_task(self._fenced(), name=f"eventtape-saga-apply-{name}"),
+            asyncio.create_task(
+                self._fenced(self._apply_batches()), name=f"eventtape-saga-apply-{name}"
+            ),
+            asyncio.create_task(
+                self._fenced(self._commit_done()), name=f"eventtape-saga-done-{name}"
+            ),
             asyncio.create_task(self._fire_deadlines(), name=f"eventtape-saga-deadlines-{name}"),
         ]
 
@@ -127,15 +231,28 @@ class _SagaWorker:
         return self.feed.checkpoint
 
     async def stop(self) -> None:
-        self._tasks[-1].cancel()  # the deadline timer; the applier stops at the feed's end
+        if not self._tasks:
+            return  # never started
+        applier, committer, timer = self._tasks
+        timer.cancel()
         await self.feed.stop()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await applier  # it stops at the feed's end, having dispatched what it took
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await timer
+        if self.failure is None:
+            await self._lanes.drained()  # every dispatched event is handled ...
+        else:
+            await self._lanes.cancel()
+        committer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await committer
+        if self.failure is None:
+            await self._commit()  # ... and recorded done
 
-    async def _fenced(self) -> None:
+    async def _fenced(self, work: Awaitable[None]) -> None:
         try:
-            await self._apply_batches()
+            await work
         except Fenced as fenced:
             # Another runner owns the saga now: stop here (its deadline timer stops with us).
             logger.warning("%s", fenced)
@@ -144,36 +261,53 @@ class _SagaWorker:
             self.feed.stop_reading()
 
     async def _apply_batches(self) -> None:
-        name = self.saga.name
         while (batch := await self.feed.next_batch()) is not None:
-            async with self._applying:
-                last = batch[-1].position
-                if last > self._recover_until:
-                    # Claim the batch first: after a crash, what lies between the last "done"
-                    # and the last "claimed" is handled again, in recovery mode.
-                    async with self.sink.transaction() as tx:
-                        await self._save(tx, name, SAGA_CLAIMED_PARTITION, last)
-                for record in batch:
-                    await self._handle(record)
-                async with self.sink.transaction() as tx:
-                    await self._save(tx, name, SAGA_DONE_PARTITION, last)
-            self.feed.advance(last)
+            last = batch[-1].position
+            if last > self._recover_until:
+                # Claim the batch first: after a crash, what lies between the last "done"
+                # and the last "claimed" is handled again, in recovery mode.
+                await self._save_checkpoint(SAGA_CLAIMED_PARTITION, last)
+            for record in batch:
+                await self._dispatch(record)
 
-    async def _handle(self, record: RecordedEvent[Event]) -> None:
+    async def _dispatch(self, record: RecordedEvent[Event]) -> None:
+        entry = self._window.open(record.position)
         categories = self.saga.categories
-        if categories is not None and category_of(record.stream_id) not in categories:
-            return
-        handler = self.saga.reaction_to(type(record.event))
+        handler = None
+        if categories is None or category_of(record.stream_id) in categories:
+            handler = self.saga.reaction_to(type(record.event))
         if handler is None:
+            self._window.close(entry)
             return
+        await self._room.acquire()
         recovering = record.position <= self._recover_until
+        key = self.saga.ordering_key(record) if self.options.concurrency > 1 else ""
 
-        async def run(ctx: SagaContext) -> None:
-            await run_handler("saga", self.saga.name, handler, self.saga, record, ctx)
+        async def job() -> None:
+            async def run(ctx: SagaContext) -> None:
+                await run_handler("saga", self.saga.name, handler, self.saga, record, ctx)
 
-        await self._with_retries(
-            run, record.event_id, record.correlation_id, recovering, record=record
-        )
+            await self._with_retries(
+                run, record.event_id, record.correlation_id, recovering, record=record
+            )
+            self._room.release()
+            self._window.close(entry)
+
+        self._lanes.submit(key, job)
+
+    async def _commit_done(self) -> None:
+        """Write the "done" checkpoint as it moves: one write for however many events
+        finished while the previous one was being written."""
+        while True:
+            await self._window.moved.wait()
+            self._window.moved.clear()
+            await self._commit()
+
+    async def _commit(self) -> None:
+        handled = self._window.handled
+        if handled > self.feed.checkpoint:
+            await self._save_checkpoint(SAGA_DONE_PARTITION, handled)
+            self.feed.advance(handled)
 
     async def _with_retries(
         self,
@@ -198,6 +332,7 @@ class _SagaWorker:
                 recovering=recovering or attempt > 0,
                 clock=self.clock,
                 deadlines=self.deadlines,
+                locks=self._locks,
             )
             try:
                 await run(ctx)
@@ -230,38 +365,74 @@ class _SagaWorker:
             if deadline is None:
                 continue
             handler = self.saga._deadline_handlers.get(deadline.name)
-            async with self._applying:
-                if handler is not None:
+            fired: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-                    async def run(
-                        ctx: SagaContext, deadline: Deadline = deadline, handler: Any = handler
-                    ) -> None:
-                        await handler(self.saga, deadline, ctx)
-
-                    cause = uuid.uuid5(SAGA_NAMESPACE, f"fire:{deadline.deadline_id}")
-                    # A deadline may have fired before a crash without being marked: recover.
-                    done = await self._with_retries(
-                        run,
-                        cause,
+            async def job(
+                deadline: Deadline = deadline,
+                handler: Any = handler,
+                fired: asyncio.Future[None] = fired,
+            ) -> None:
+                try:
+                    if handler is not None:
+                        await self._fire(deadline, handler)
+                    # A store blip here must not stop the saga: retried, and if it still
+                    # fails the deadline stays pending and fires again (in recovery mode).
+                    await self._with_retries(
+                        lambda ctx, deadline=deadline: self.deadlines.fired(deadline),
+                        uuid.uuid5(SAGA_NAMESPACE, f"fired:{deadline.deadline_id}"),
                         deadline.correlation_id,
                         True,
-                        label=f"deadline {deadline.name} for {deadline.key}",
+                        label=f"recording deadline {deadline.name} for {deadline.key} fired",
                     )
-                    if not done:
-                        logger.error("deadline %s for %s parked", deadline.name, deadline.key)
-                await self.deadlines.fired(deadline)
+                finally:
+                    if not fired.done():
+                        fired.set_result(None)
+
+            # In the lane of its business transaction: never beside one of its events.
+            key = (
+                (deadline.correlation_id or f"deadline:{deadline.key}")
+                if self.options.concurrency > 1
+                else ""
+            )
+            self._lanes.submit(key, job)
+            await fired  # until then it is still pending: the next wait would return it again
+
+    async def _fire(self, deadline: Deadline, handler: Any) -> None:
+        async def run(ctx: SagaContext) -> None:
+            await handler(self.saga, deadline, ctx)
+
+        cause = uuid.uuid5(SAGA_NAMESPACE, f"fire:{deadline.deadline_id}")
+        # A deadline may have fired before a crash without being marked: recover.
+        done = await self._with_retries(
+            run,
+            cause,
+            deadline.correlation_id,
+            True,
+            label=f"deadline {deadline.name} for {deadline.key}",
+        )
+        if not done:
+            logger.error("deadline %s for %s parked", deadline.name, deadline.key)
 
     async def wait_until(self, position: int, deadline: float) -> None:
-        await self.feed.wait_until(position, deadline, self.saga.name, lambda: True)
+        def alive() -> bool:
+            if self.failure is not None:
+                raise self.failure
+            return True
+
+        await self.feed.wait_until(position, deadline, self.saga.name, alive)
 
 
 class SagaRunner:
     """Runs sagas (and process managers) against one store, with checkpoints in a sink.
 
-    Each saga reads its categories from its checkpoint on, in order, one event at a time.
-    Effects are exactly once: every command's events get deterministic ids, and events between
-    the last finished and the last claimed checkpoint (those a crash may have interrupted)
-    are handled again in recovery mode, which skips commands already applied.
+    Each saga reads the store from its checkpoint on, in order. Events of one business
+    transaction (the same :meth:`eventtape.Saga.ordering_key`, by default the correlation id)
+    are handled one at a time, in store order; events of different transactions concurrently
+    (``SagaOptions.concurrency``). Effects are exactly once: every command's events get
+    deterministic ids, the "done" checkpoint only moves past a position once every event up
+    to it is handled, and events between the last "done" and the last "claimed" checkpoint
+    (those a crash may have interrupted) are handled again in recovery mode, which skips
+    commands already applied.
 
     Args:
         store: The event store (its registry gains eventtape's deadline events).
@@ -270,7 +441,7 @@ class SagaRunner:
         sagas: The sagas to run (distinct names).
         clock: Time for deadlines (default: the system clock; :class:`eventtape.ManualClock` in
             tests).
-        options: Batching and retries.
+        options: Batching, concurrency and retries.
         sharing: Run each saga in one of the runners given the same lease bucket at a time,
             with failover (see :class:`eventtape.Sharing`; a saga is one unit of work, its
             ``partitions`` setting does not apply). Sagas spread over the runners.
@@ -336,7 +507,7 @@ class SagaRunner:
         return list(self._workers)
 
     async def aclose(self) -> None:
-        """Stop every saga; each finishes the batch it is handling.
+        """Stop every saga; each finishes the events it has started on and records them done.
 
         A runner sharing sagas then gives their leases up, so others take them at once.
         """

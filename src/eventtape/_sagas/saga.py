@@ -9,10 +9,13 @@ crash, a retry, a replay) therefore never applies a command twice.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import copy
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from .._core.dispatch import collect_handlers, handler_for, mark_handler
 from .._core.errors import ConcurrencyError, DuplicateEventId, StreamNotFound
@@ -104,10 +107,67 @@ class Saga:
         cls._reactions = collect_handlers(cls, _REACTS_ATTR, "reacts_to")
         cls._deadline_handlers = deadlines
 
+    def ordering_key(self, record: RecordedEvent[Event]) -> str:
+        """Which events must be handled one after another, in store order.
+
+        The runner handles events with the same key one at a time and events with different
+        keys concurrently. The default, the correlation id (else the stream id), keeps each
+        business transaction in order: everything an order's saga causes carries the order's
+        correlation id. Override it when a saga's instances are keyed otherwise (return a
+        constant to handle every event in order).
+        """
+        return record.correlation_id or record.stream_id
+
     def reaction_to(self, event_type: type[Event]) -> Reaction | None:
         """Return the handler for ``event_type`` (or a base class of it), or ``None``."""
         reaction: Reaction | None = handler_for(self._reactions, event_type)
         return reaction
+
+
+class StreamLocks:
+    """One lock per stream, shared by the handlers a runner runs side by side, so commands
+    to the same aggregate take turns (writers elsewhere are still caught by the expected
+    version)."""
+
+    def __init__(self) -> None:
+        self._slots: dict[str, _Slot] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, stream_id: str) -> AsyncIterator[_Slot]:
+        slot = self._slots.get(stream_id)
+        if slot is None:
+            slot = self._slots[stream_id] = _Slot()
+        slot.users += 1
+        try:
+            async with slot.lock:
+                yield slot
+        finally:
+            slot.users -= 1
+            if not slot.users:  # forget idle streams: the map stays as small as the work
+                del self._slots[stream_id]
+
+
+class _Slot:
+    """A stream's turn, and the aggregate as the previous holder saved it: the next holder
+    starts from it instead of loading the stream again (a stale one only costs a conflict
+    and a reload: the save still checks the expected version)."""
+
+    __slots__ = ("latest", "lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+        self.latest: tuple[Repository[Any], Aggregate] | None = None
+
+    def take(self, repository: Repository[A]) -> A | None:
+        latest, self.latest = self.latest, None
+        if latest is None or latest[0] is not repository:
+            return None
+        return latest[1]  # type: ignore[return-value]  # saved through this very repository
+
+    def keep(self, repository: Repository[Any], aggregate: Aggregate) -> None:
+        if self.users > 1:  # only when someone is waiting for this stream's turn
+            self.latest = (repository, copy.deepcopy(aggregate))
 
 
 class SagaContext:
@@ -125,6 +185,7 @@ class SagaContext:
         recovering: bool,
         clock: Clock,
         deadlines: DeadlineBook,
+        locks: StreamLocks | None = None,
     ) -> None:
         self._saga = saga
         self._cause_id = cause_id
@@ -132,6 +193,7 @@ class SagaContext:
         self._recovering = recovering
         self._clock = clock
         self._deadlines = deadlines
+        self._locks = locks or StreamLocks()
         self._calls = 0
         self._scope = ""
 
@@ -160,6 +222,7 @@ class SagaContext:
             recovering=self._recovering,
             clock=self._clock,
             deadlines=self._deadlines,
+            locks=self._locks,
         )
         child._scope = f"{self._scope}/{label}"
         return child
@@ -187,11 +250,19 @@ class SagaContext:
         if self._recovering and await self._applied(repository, stream_id, ids(0)):
             return await repository.load(aggregate_id)
         for _ in range(_CONFLICT_RETRIES):
-            aggregate = await repository.load(aggregate_id)
-            expected = aggregate.version
-            command(aggregate)
-            if await self._save(repository, aggregate, ids):
-                return aggregate
+            # Handlers running side by side that command the same aggregate take turns here
+            # instead of racing for its tail (each loser would cost a reload and a retry).
+            async with self._locks.hold(stream_id) as slot:
+                aggregate = slot.take(repository)
+                if aggregate is None:
+                    aggregate = await repository.load(aggregate_id)
+                expected = aggregate.version
+                command(aggregate)
+                saved = await self._save(repository, aggregate, ids)
+                if saved != "conflict":
+                    if saved == "stored":
+                        slot.keep(repository, aggregate)
+                    return aggregate
         # Others kept saving first: a transient failure the runner retries with backoff.
         raise ConcurrencyError(
             stream_id, expected, await repository.store.stream_version(stream_id)
@@ -211,7 +282,8 @@ class SagaContext:
         if self._recovering and await self._applied(repository, stream_id, ids(0)):
             return await repository.load(aggregate.id)
         try:
-            await self._save(repository, aggregate, ids)
+            async with self._locks.hold(stream_id):
+                await self._save(repository, aggregate, ids)
         except ConcurrencyError:
             if await self._applied(repository, stream_id, ids(0)):
                 return await repository.load(aggregate.id)
@@ -220,13 +292,14 @@ class SagaContext:
 
     async def _save(
         self, repository: Repository[A], aggregate: A, ids: Callable[[int], uuid.UUID]
-    ) -> bool:
-        """Save with deterministic ids; ``False`` on a conflict worth a reload and retry."""
+    ) -> Literal["stored", "already", "conflict"]:
+        """Save with deterministic ids: ``"stored"``, ``"already"`` (an earlier run of this
+        handler stored them), or ``"conflict"`` (worth a reload and a retry)."""
         aggregate._pending = [
             NewEvent(pending.event, ids(index)) for index, pending in enumerate(aggregate._pending)
         ]
         if not aggregate._pending:
-            return True
+            return "stored"
         try:
             await repository.save(
                 aggregate,
@@ -235,10 +308,11 @@ class SagaContext:
                 correlation_id=self._correlation_id,
             )
         except ConcurrencyError:
-            return False
+            return "conflict"
         except DuplicateEventId:
             aggregate.mark_saved()  # stored by an earlier run of this very handler
-        return True
+            return "already"
+        return "stored"
 
     @staticmethod
     async def _applied(repository: Repository[Any], stream_id: str, event_id: uuid.UUID) -> bool:
