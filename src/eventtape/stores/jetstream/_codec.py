@@ -228,6 +228,17 @@ class StoredMessage:
         self.headers: dict[str, str] = headers
         self.data: bytes = msg.data
 
+    @classmethod
+    def raw(cls, headers: dict[str, str], data: bytes) -> StoredMessage:
+        """Build one from headers parsed off the wire (see ``_batch``), without a ``Msg``."""
+        message = cls.__new__(cls)
+        message.sequence = int(headers["Nats-Sequence"])
+        message.subject = headers["Nats-Subject"]
+        message.timestamp = headers.get("Nats-Time-Stamp")
+        message.headers = headers
+        message.data = data
+        return message
+
 
 def decode_envelope(message: StoredMessage, expected_prefix: str) -> Envelope:
     """Parse a stored message into an :class:`Envelope`, or explain why it is not one.
