@@ -82,6 +82,26 @@ def release(nc: Client, sid: int) -> None:
         handlers.pop(sid, None)
 
 
+def _value(block: bytes, key: bytes) -> str | None:
+    start = block.find(key)
+    if start < 0:
+        return None
+    start += len(key)
+    return block[start : block.find(b"\r", start)].decode("utf-8", "replace").strip()
+
+
+def _stored(block: bytes, data: bytes) -> StoredMessage:
+    """The three headers every read needs, found without splitting the whole block; the
+    rest are parsed only if asked for (``StoredMessage.headers``)."""
+    sequence = _value(block, b"\r\nNats-Sequence:")
+    subject = _value(block, b"\r\nNats-Subject:")
+    if sequence is None or subject is None:
+        raise KeyError("Nats-Sequence or Nats-Subject missing")
+    return StoredMessage.raw(
+        int(sequence), subject, _value(block, b"\r\nNats-Time-Stamp:"), block, data
+    )
+
+
 class PendingBatch:
     """The replies to one batched direct get, collected until its end marker.
 
@@ -102,19 +122,19 @@ class PendingBatch:
         """Take one raw reply."""
         if self.done.done():
             return  # answered already (or given up on): a late reply
-        status, headers = parse_header_block(block) if block else (None, {})
-        if status is None:
+        if block[8:9] != b" ":  # no inline status: a stored message
             try:
-                self.messages.append(StoredMessage.raw(headers, data))
+                self.messages.append(_stored(block, data))
             except (KeyError, ValueError) as error:
                 self.done.set_exception(error)
             return
+        status, headers = parse_header_block(block)
         if status == "404":  # nothing matches from the start on
             self.done.set_result((self.messages, 0))
         elif status == "204":  # end of batch
             self.done.set_result((self.messages, int(headers.get("Nats-Num-Pending", "0"))))
         else:
-            self.done.set_exception(BatchStatusError(status, headers))
+            self.done.set_exception(BatchStatusError(str(status), headers))
 
 
 class BatchStatusError(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import re
 from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any, Self
@@ -36,6 +37,7 @@ __all__ = ["JetStreamEventStore"]
 _WRONG_LAST_SEQUENCE = 10071
 _ACTUAL_SEQUENCE = re.compile(r"wrong last sequence: (\d+)")
 _TAIL_CACHE_SIZE = 100_000
+_FIRST_CACHE_SIZE = 100_000
 
 
 class JetStreamEventStore:
@@ -75,6 +77,8 @@ class JetStreamEventStore:
         self._subscriptions: set[JetStreamSubscription] = set()
         self._prefix = self._config.subject_prefix + "."
         self._started = False
+        # Stream id -> sequence of its first message: where a read from version 1 starts.
+        self._firsts: collections.OrderedDict[str, int] = collections.OrderedDict()
 
     @classmethod
     async def connect(
@@ -181,18 +185,22 @@ class JetStreamEventStore:
         last = to_version if to_version is not None else float("inf")
         if limit is not None:
             last = min(last, from_version - 1 + limit)
-        start = sequence_of(position_hint) if position_hint else 1
+        start = self._start_sequence(stream_id, from_version, position_hint)
         found = False
         envelope: Envelope | None = None
         async for message in self._direct.batch(start, subject, batch=self._config.read_batch):
             envelope = decode_envelope(message, self._prefix)
             if not found and envelope.first_version > from_version and start > 1:
-                # A hint past the versions asked for: read from the beginning instead.
-                async for record in self.read_stream(
-                    stream_id, from_version=from_version, to_version=to_version, limit=limit
+                # A hint past the versions asked for (the stream was re-created, or the
+                # range starts before the hinted message): read from the beginning instead.
+                self._firsts.pop(stream_id, None)
+                async for record in self._read_from_first(
+                    stream_id, from_version, to_version, limit
                 ):
                     yield record
                 return
+            if not found and envelope.first_version == 1:
+                self._remember_first(stream_id, envelope.sequence)
             found = True
             if envelope.last_version < from_version:
                 continue
@@ -204,14 +212,48 @@ class JetStreamEventStore:
                 yield record
         if not found:
             if start > 1:  # a hint past the stream's end: read from the beginning instead
-                async for record in self.read_stream(
-                    stream_id, from_version=from_version, to_version=to_version, limit=limit
+                self._firsts.pop(stream_id, None)
+                async for record in self._read_from_first(
+                    stream_id, from_version, to_version, limit
                 ):
                     yield record
                 return
             raise StreamNotFound(stream_id)
         if envelope is not None:
             self._appender.remember(stream_id, envelope.last_version, envelope.sequence)
+
+    def _start_sequence(self, stream_id: str, from_version: int, position_hint: int | None) -> int:
+        """Where a stream's batched read starts: never before what a hint says.
+
+        The server walks every message between the start and the first match, so starting at
+        sequence 1 costs the whole store. A snapshot's position, the cached tail (for a read of
+        the last versions) or the remembered first message of the stream each say where the
+        wanted versions can begin; a wrong hint is detected and the read starts over from 1.
+        """
+        if position_hint:
+            return max(sequence_of(position_hint), 1)
+        tail = self._appender.tails.get(stream_id)
+        if tail is not None and from_version > 1:
+            version, sequence = tail
+            if from_version >= version:
+                return sequence
+        return self._firsts.get(stream_id, 1)
+
+    async def _read_from_first(
+        self, stream_id: str, from_version: int, to_version: int | None, limit: int | None
+    ) -> AsyncIterator[RecordedEvent[Event]]:
+        self._appender.tails.pop(stream_id, None)
+        async for record in self.read_stream(
+            stream_id, from_version=from_version, to_version=to_version, limit=limit
+        ):
+            yield record
+
+    def _remember_first(self, stream_id: str, sequence: int) -> None:
+        firsts = self._firsts
+        firsts[stream_id] = sequence
+        firsts.move_to_end(stream_id)
+        if len(firsts) > _FIRST_CACHE_SIZE:
+            firsts.popitem(last=False)
 
     async def read_all(
         self,
