@@ -186,6 +186,73 @@ async def load_ms(repo: Repository[Order], order_id: str, repeat: int) -> float:
     return best
 
 
+async def read_ms(store: JetStreamEventStore, stream_id: str, from_version: int) -> float:
+    """Best-of-rounds time of ``read_stream(from_version=...)`` to the end."""
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(10):
+            async for _record in store.read_stream(stream_id, from_version=from_version):
+                pass
+        best = min(best, (time.perf_counter() - start) / 10 * 1000)
+    return best
+
+
+async def tail_and_spread_figures(
+    url: str, store: JetStreamEventStore, nc: Client, load_100: float, quick: bool
+) -> None:
+    """``read_tail_3000``: the last event of a 3,000-event stream, read by a store that has
+    never seen the stream, against the same read on a 10-event stream.
+    ``load_100_in_200k_stream``: a 100-event order whose appends are spread through a stream
+    of N messages (200,000; 20,000 with --quick), against ``load_100`` (contiguous appends)."""
+    for count, stream_id in ((10, "order-tail10"), (3000, "order-tail3000")):
+        for version in range(count):
+            await store.append(stream_id, events(1), expected_version=version)
+    cold = await JetStreamEventStore.connect(url, REGISTRY, config=store.config)
+    try:
+        short = await read_ms(cold, "order-tail10", 10)
+        emit(
+            SUITE,
+            "read_tail_3000",
+            "ms",
+            "lower",
+            await read_ms(cold, "order-tail3000", 3000),
+            ("the same read on a 10-event stream", short),
+        )
+    finally:
+        await cold.aclose()
+
+    size = 20_000 if quick else 200_000
+    js = nc.jetstream()
+    noise, _ = encode_append(REGISTRY, "order-noise", 1, [NewEvent(events(1)[0])], Metadata())
+    repo = Repository(store, Order)
+    order = Order.place("spread", "user")
+    await repo.save(order)
+    gap = size // 100
+    for n in range(99):
+        futures = [
+            await js.publish_async(store.config.subject("order", f"order-n{k % 5000}"), noise)
+            for k in range(n * gap, (n + 1) * gap)
+        ]
+        await asyncio.gather(*futures)
+        order.add_item(SKUS[n % len(SKUS)], 1, PRICE)
+        await repo.save(order)
+    await js.publish_async_completed()
+    name = "load_100_in_200k_stream"  # the same name at the quick size, which it states
+    reader = await JetStreamEventStore.connect(url, REGISTRY, config=store.config)
+    try:
+        emit(
+            SUITE,
+            name,
+            "ms",
+            "lower",
+            await load_ms(Repository(reader, Order), "spread", 5),
+            (f"load_100 (contiguous); this stream holds {size} messages", load_100),
+        )
+    finally:
+        await reader.aclose()
+
+
 async def main(url: str, quick: bool) -> None:
     appends = 4 * IN_FLIGHT * STREAMS_PER_WORKER if quick else 20 * IN_FLIGHT * STREAMS_PER_WORKER
     store = await fresh_store(url)
@@ -250,6 +317,8 @@ async def main(url: str, quick: bool) -> None:
             load_100,
             ("raw batched direct get", raw_batch),
         )
+
+        await tail_and_spread_figures(url, store, nc, load_100, quick)
 
         snapshots = await JetStreamSnapshotStore.open(
             nc, stream=f"S{store.config.stream}", subject_prefix=f"{prefix}snap"

@@ -185,6 +185,10 @@ class JetStreamEventStore:
         last = to_version if to_version is not None else float("inf")
         if limit is not None:
             last = min(last, from_version - 1 + limit)
+        if from_version > 1 and position_hint is None and stream_id not in self._appender.tails:
+            # One direct get for the stream's tail: a read of its last versions then starts
+            # there instead of walking the whole store from sequence 1.
+            await self._appender.refresh_tail(stream_id, subject)
         start = self._start_sequence(stream_id, from_version, position_hint)
         found = False
         envelope: Envelope | None = None
