@@ -86,7 +86,7 @@ async def test_a_tail_read_starts_at_the_tail_and_a_load_at_the_first_message(
         starts: list[int] = []
         batch = store._direct.batch
 
-        def spy(start: int, subject_filter: str, *, batch_size: int = 0, **kw: Any) -> Any:
+        def spy(start: int, subject_filter: str, **kw: Any) -> Any:
             starts.append(start)
             return batch(start, subject_filter, **kw)
 
@@ -97,6 +97,21 @@ async def test_a_tail_read_starts_at_the_tail_and_a_load_at_the_first_message(
         assert await versions(store, "order-1") == list(range(1, 41))
         assert await versions(store, "order-1") == list(range(1, 41))
         assert starts[-1] == 31  # order-1's first message
+        # A store that has never seen the stream asks for its tail first (one direct get).
+        other = await JetStreamEventStore.connect(nats_url, REGISTRY, config=store.config)
+        try:
+            other_batch = other._direct.batch
+            cold: list[int] = []
+
+            def other_spy(start: int, subject_filter: str, **kw: Any) -> Any:
+                cold.append(start)
+                return other_batch(start, subject_filter, **kw)
+
+            monkeypatch.setattr(other._direct, "batch", other_spy)
+            assert await versions(other, "order-1", from_version=40) == [40]
+            assert cold == [tail_sequence]
+        finally:
+            await other.aclose()
 
 
 async def test_wrong_hints_only_cost_time(nats_url: str) -> None:
