@@ -176,6 +176,37 @@ async def raw_batch_ms(nc: Client, stream: str, subject: str, repeat: int) -> fl
     return best
 
 
+async def wire_batch_ms(url: str, stream: str, subject: str, repeat: int) -> float:
+    """Best-of-rounds time for the same batched get over a bare socket, no client library:
+    the server's own floor for sending these messages (bytes received, nothing parsed)."""
+    address = url.split("//")[-1].rsplit("@", 1)[-1]
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        await reader.readline()  # INFO
+        writer.write(
+            b'CONNECT {"verbose":false,"headers":true,"no_responders":true,"protocol":1}\r\n'
+            b"SUB _WIRE.x 1\r\nPING\r\n"
+        )
+        while await reader.readline() != b"PONG\r\n":
+            pass
+        request = json.dumps({"seq": 1, "next_by_subj": subject, "batch": 256}).encode()
+        command = f"PUB $JS.API.DIRECT.GET.{stream} _WIRE.x {len(request)}\r\n".encode()
+        command += request + b"\r\n"
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(repeat):
+                writer.write(command)
+                received = b""
+                while b"NATS/1.0 204" not in received[-300:]:
+                    received += await reader.read(1 << 20)
+            best = min(best, (time.perf_counter() - start) / repeat * 1000)
+        return best
+    finally:
+        writer.close()
+
+
 async def load_ms(repo: Repository[Order], order_id: str, repeat: int) -> float:
     best = float("inf")
     for _ in range(5):
@@ -318,6 +349,17 @@ async def main(url: str, quick: bool) -> None:
             ("raw batched direct get", raw_batch),
         )
 
+        emit(
+            SUITE,
+            "load_100_vs_wire",
+            "ms",
+            "lower",
+            load_100,
+            (
+                "the same batched get over a bare socket, nothing parsed",
+                await wire_batch_ms(url, store.config.stream, subject, 20),
+            ),
+        )
         await tail_and_spread_figures(url, store, nc, load_100, quick)
 
         snapshots = await JetStreamSnapshotStore.open(
