@@ -10,7 +10,12 @@ import pytest
 
 from eventtape import NewEvent, StreamNotFound
 from eventtape.stores.jetstream import JetStreamEventStore
-from eventtape.stores.jetstream._batch import BatchStatusError, PendingBatch, parse_header_block
+from eventtape.stores.jetstream._batch import (
+    BatchStatusError,
+    PendingBatch,
+    header_block,
+    parse_header_block,
+)
 from tests.domain import REGISTRY, OrderCancelled
 from tests.test_contract_jetstream import fresh_store
 
@@ -175,3 +180,28 @@ async def test_unexpected_replies_are_reported_not_swallowed() -> None:
     late.feed(b"", b"NATS/1.0 204 EOB\r\nNats-Num-Pending: 2\r\n\r\n")
     late.feed(b"", b"NATS/1.0 408 Request Timeout\r\n\r\n")  # after the end: ignored
     assert await late.done == ([], 2)
+
+
+async def test_without_the_hook_replies_take_nats_py_path_with_the_same_results(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If a future nats-py changes ``_process_msg``, reads still work (through the callback)."""
+    from eventtape.stores.jetstream import _direct
+
+    monkeypatch.setattr(_direct, "intercept", lambda nc, sid, handler: False)
+    async with fresh_store(nats_url, REGISTRY, read_batch=4) as store:
+        model = await fill(store, 3)
+        await check_every_range(store, model)
+        with pytest.raises(StreamNotFound):
+            await versions(store, "order-nothing")
+
+
+def test_header_blocks_rebuilt_from_nats_py_headers_parse_back() -> None:
+    for block in (
+        b"NATS/1.0 204 EOB\r\nNats-Num-Pending: 7\r\n\r\n",
+        b"NATS/1.0 404\r\n\r\n",
+        b"NATS/1.0\r\nNats-Subject: a.b\r\nNats-Sequence: 3\r\n\r\n",
+    ):
+        status, headers = parse_header_block(block)
+        nats_py = {**({"Status": status} if status else {}), **headers}
+        assert parse_header_block(header_block(nats_py)) == (status, headers)

@@ -16,6 +16,7 @@ message takes nats-py's usual path.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -50,11 +51,30 @@ def parse_header_block(block: bytes) -> tuple[str | None, dict[str, str]]:
     return status, headers
 
 
-def intercept(nc: Client, sid: int, handler: RawHandler) -> None:
+def header_block(headers: dict[str, str] | None) -> bytes:
+    """The header block nats-py parsed ``headers`` from (for the path without the hook)."""
+    rest = dict(headers or {})
+    status, description = rest.pop("Status", None), rest.pop("Description", None)
+    first = f"NATS/1.0 {status} {description or ''}".rstrip() if status else "NATS/1.0"
+    lines = [first, *(f"{key}: {value}" for key, value in rest.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+_EXPECTED_PARAMETERS = ["sid", "subject", "reply", "data", "headers"]
+
+
+def intercept(nc: Client, sid: int, handler: RawHandler) -> bool:
     """Deliver the raw messages of subscription ``sid`` to ``handler`` (subject, body, header
-    block), bypassing nats-py's parsing; installs the hook on ``nc`` once."""
+    block), bypassing nats-py's parsing; installs the hook on ``nc`` once.
+
+    Returns ``False`` (and hooks nothing) if this nats-py's ``_process_msg`` does not look like
+    the one this was written for: the subscription's callback then does the work, slower.
+    """
     handlers: dict[int, RawHandler] | None = getattr(nc, _HANDLERS_ATTRIBUTE, None)
     if handlers is None:
+        method = getattr(nc, "_process_msg", None)
+        if method is None or list(inspect.signature(method).parameters) != _EXPECTED_PARAMETERS:
+            return False
         handlers = {}
         setattr(nc, _HANDLERS_ATTRIBUTE, handlers)
         original: Callable[..., Awaitable[None]] = nc._process_msg
@@ -73,6 +93,7 @@ def intercept(nc: Client, sid: int, handler: RawHandler) -> None:
         # An instance attribute: nats-py's parser looks the method up on the client object.
         nc._process_msg = process_msg  # type: ignore[method-assign]
     handlers[sid] = handler
+    return True
 
 
 def release(nc: Client, sid: int) -> None:

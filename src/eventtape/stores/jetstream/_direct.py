@@ -19,7 +19,7 @@ from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from ..._core.errors import EventtapeError, StoreUnavailable, StreamNotFound
-from ._batch import BatchStatusError, PendingBatch, intercept, release
+from ._batch import BatchStatusError, PendingBatch, header_block, intercept, release
 from ._codec import StoredMessage, decode_envelope, position_of
 
 __all__ = ["DirectGet"]
@@ -52,7 +52,9 @@ class DirectGet:
 
     async def start(self) -> None:
         """Subscribe the shared reply inbox; its replies are parsed here (see ``_batch``)."""
-        self._subscription = await self._nc.subscribe(f"{self._inbox}.*", cb=_unused)
+        self._subscription = await self._nc.subscribe(
+            f"{self._inbox}.*", cb=self._fallback, pending_msgs_limit=-1, pending_bytes_limit=-1
+        )
         intercept(self._nc, self._subscription._id, self._route)
 
     async def close(self) -> None:
@@ -62,6 +64,10 @@ class DirectGet:
             if not self._nc.is_closed:
                 await self._subscription.unsubscribe()
         self._subscription = None
+
+    async def _fallback(self, msg: Msg) -> None:
+        """Replies nats-py parsed itself (when ``intercept`` could not hook this client)."""
+        self._route(msg.subject.encode(), msg.data, header_block(msg.headers))
 
     def _route(self, subject: bytes, data: bytes, headers: bytes) -> None:
         batch = self._batches.get(subject.rpartition(b".")[2])
@@ -177,7 +183,3 @@ class DirectGet:
                 pending.done.cancel()
             elif not pending.done.cancelled():
                 pending.done.exception()  # retrieved, even when the caller was cancelled
-
-
-async def _unused(msg: Msg) -> None:
-    """Never called: the inbox's replies are intercepted before nats-py delivers them."""
