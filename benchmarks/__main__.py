@@ -11,6 +11,7 @@ SUITES = {
     "jetstream": "benchmarks.jetstream",
     "projections": "benchmarks.projections",
     "sagas": "benchmarks.sagas",
+    "failover": "benchmarks.failover",
     "order_shop": "benchmarks.order_shop",
     "baselines": "benchmarks.baselines",
 }

@@ -244,6 +244,45 @@ def memory_append_figure(runner: asyncio.Runner, appends: int, rounds: int) -> N
     emit(SUITE, "memory_append", "events/s", "higher", appends / best_seconds(ours, rounds))
 
 
+def telemetry_idle_figure(runner: asyncio.Runner, appends: int, rounds: int) -> None:
+    """What the OpenTelemetry hooks cost with the API installed but no provider set.
+
+    Baseline: the same appends with the hooks switched off, as if the API were not installed.
+    A ratio near 1.0 means "nothing measurable".
+    """
+    from eventtape._core import telemetry
+
+    events = [OrderPlaced(user_id=f"u{n % 100}") for n in range(appends)]
+
+    def appending() -> None:
+        async def work() -> None:
+            store = InMemoryEventStore(REGISTRY)
+            for n, event in enumerate(events):
+                await store.append(f"order-{n % 1000}", [event])
+
+        runner.run(work())
+
+    def without_api() -> None:
+        saved = telemetry._trace, telemetry._metrics
+        telemetry._trace, telemetry._metrics = None, None  # type: ignore[assignment]
+        try:
+            appending()
+        finally:
+            telemetry._trace, telemetry._metrics = saved
+
+    if telemetry._trace is None:
+        return  # the API is not installed: nothing to compare
+    hooked, bare = interleaved(appending, without_api, rounds)
+    emit(
+        SUITE,
+        "memory_append_otel_api_no_provider",
+        "events/s",
+        "higher",
+        appends / hooked,
+        ("same appends, hooks off", appends / bare),
+    )
+
+
 def interleaved(ours: Any, theirs: Any, rounds: int) -> tuple[float, float]:
     """Best-of-``rounds`` seconds for each side, alternating sides round by round."""
     ours_best = theirs_best = float("inf")
@@ -266,7 +305,9 @@ def run(*, quick: bool) -> None:
             commands_figures(runner, orders_per_round=200, rounds=2)
             load_figures(runner, sizes=[1000, 10_000], rounds=2)
             memory_append_figure(runner, appends=20_000, rounds=2)
+            telemetry_idle_figure(runner, appends=20_000, rounds=3)
         else:
             commands_figures(runner, orders_per_round=2000, rounds=5)
             load_figures(runner, sizes=[1000, 10_000], rounds=5)
             memory_append_figure(runner, appends=200_000, rounds=5)
+            telemetry_idle_figure(runner, appends=100_000, rounds=5)

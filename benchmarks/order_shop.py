@@ -6,7 +6,7 @@ over one SQLite table updated in place (an order is written as paid at once: no 
 payment, no history), also under uvicorn. One client process measures both, one after the other.
 
 Figures: ``post_orders_p50/p99`` and ``get_order_p50/p99`` (ms, one client at a time),
-``orders_per_s`` (32 concurrent clients), ``saga_completion_p50/p99`` (ms from ``OrderPlaced``
+``orders_per_s`` (32 concurrent clients), ``saga_completion_p50/p99`` (ms from ``OrderCreated``
 to ``OrderPaid``, their recorded times, for orders placed one at a time at 50/s; no CRUD
 equivalent).
 """
@@ -160,7 +160,7 @@ async def measure(url: str, sequential: int, concurrent: int, shop: bool) -> dic
                     times = {e["type"]: datetime.fromisoformat(e["recorded_at"]) for e in events}
                     if "OrderPaid" in times:
                         completions.append(
-                            (times["OrderPaid"] - times["OrderPlaced"]).total_seconds() * 1000
+                            (times["OrderPaid"] - times["OrderCreated"]).total_seconds() * 1000
                         )
                         break
                     await asyncio.sleep(0.05)

@@ -10,7 +10,7 @@ import pytest
 
 from eventtape import EventRegistry, InMemoryEventStore
 from tests.domain import REGISTRY
-from tests.servers import env_nats_url, running_nats
+from tests.servers import env_nats_url, running_cluster, running_nats
 
 
 @pytest.fixture
@@ -32,6 +32,17 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     with running_nats(tmp_path_factory.mktemp("nats")) as server:
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A 3-node JetStream cluster on loopback for the session (or EVENTTAPE_TEST_CLUSTER_URL)."""
+    url = os.environ.get("EVENTTAPE_TEST_CLUSTER_URL")
+    if url:
+        yield url
+        return
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster.url
 
 
 @pytest.fixture(scope="session")

@@ -39,13 +39,16 @@ class NatsServer:
             survives the process being killed.
     """
 
-    def __init__(self, store_dir: Path, *, sync_always: bool = False) -> None:
+    def __init__(
+        self, store_dir: Path, *, sync_always: bool = False, cluster: str | None = None
+    ) -> None:
         self.store_dir = store_dir
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.sync_always = sync_always
         self.process: subprocess.Popen[bytes] | None = None
         self.log = store_dir / "server.log"
+        self.cluster = cluster  # extra configuration: server name and cluster block
 
     def start(self) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
@@ -54,6 +57,7 @@ class NatsServer:
         config.write_text(
             f'listen: "127.0.0.1:{self.port}"\n'
             f'jetstream {{\n  store_dir: "{self.store_dir / "js"}"{sync}\n}}\n'
+            + (self.cluster or "")
         )
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -97,6 +101,82 @@ def running_nats(store_dir: Path, *, sync_always: bool = False) -> Iterator[Nats
         yield server
     finally:
         server.stop()
+
+
+class NatsCluster:
+    """Three nats-servers with JetStream, clustered over loopback routes (for R3 streams).
+
+    Args:
+        base: A directory; each node keeps its files in ``base/n<i>``.
+        sync_always: fsync every write on every node.
+    """
+
+    def __init__(self, base: Path, *, sync_always: bool = False, size: int = 3) -> None:
+        route_ports = [free_port() for _ in range(size)]
+        routes = ", ".join(f"nats-route://127.0.0.1:{port}" for port in route_ports)
+        self.nodes = [
+            NatsServer(
+                base / f"n{i}",
+                sync_always=sync_always,
+                cluster=(
+                    f'server_name: "n{i}"\n'
+                    f'cluster {{\n  name: "eventtape"\n  listen: "127.0.0.1:{port}"\n'
+                    f"  routes: [{routes}]\n}}\n"
+                ),
+            )
+            for i, port in enumerate(route_ports)
+        ]
+        self.url = ",".join(node.url for node in self.nodes)
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        self.wait_for_jetstream()
+
+    def wait_for_jetstream(self, timeout: float = 30) -> None:
+        """Wait until the cluster has a JetStream meta leader (it answers account info)."""
+        import asyncio
+
+        import nats
+
+        async def ready() -> bool:
+            try:
+                nc = await nats.connect(
+                    self.url.split(","), connect_timeout=1, max_reconnect_attempts=0
+                )
+            except Exception:
+                return False
+            try:
+                info = await nc.request("$JS.API.INFO", b"", timeout=1)
+                return b'"error"' not in info.data
+            except Exception:
+                return False
+            finally:
+                await nc.close()
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if asyncio.run(ready()):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the cluster elected no JetStream meta leader")
+
+    def node_named(self, name: str) -> NatsServer:
+        return self.nodes[int(name.removeprefix("n"))]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@contextlib.contextmanager
+def running_cluster(base: Path, *, sync_always: bool = False) -> Iterator[NatsCluster]:
+    cluster = NatsCluster(base, sync_always=sync_always)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def env_nats_url() -> str | None:

@@ -23,6 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "_sagas": {"_core", "_model", "_runtime"},
     "stores": {"_core"},
     "sinks": {"_core"},
+    "privacy": {"_core"},
     "testing": {"_core", "_model", "stores"},
     "cli": {"_core", "_model", "_projections", "_sagas", "stores", "sinks"},
 }

@@ -36,7 +36,7 @@ def test_order_shop_demo_tells_the_story(tmp_path: Path) -> None:
         check=True,
     )
     out = result.stdout
-    assert "OrderPlaced          by user:789" in out
+    assert "OrderCreated         by user:789" in out
     assert "OrderPaid            by system:fulfillment" in out
     assert "OrderCancelled       by admin:support-001" in out
     assert "Before the cancellation (version 3) it was paid" in out

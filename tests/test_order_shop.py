@@ -37,8 +37,8 @@ class Client:
     async def post(self, path: str, body: Any, token: str) -> httpx.Response:
         return await self.http.post(path, json=body, headers=auth(token))
 
-    async def get(self, path: str, token: str) -> httpx.Response:
-        return await self.http.get(path, headers=auth(token))
+    async def get(self, path: str, token: str, **params: str) -> httpx.Response:
+        return await self.http.get(path, params=params or None, headers=auth(token))
 
     async def product(self, sku: str, price: str = "7.50", stock: int = 10) -> None:
         assert (
@@ -104,7 +104,7 @@ async def test_the_story_who_cancelled_and_what_it_was_before(client: Client) ->
     assert (order["status"], order["reason"]) == ("cancelled", "fraud check")
     history = (await client.get(f"/orders/{order_id}/history", ALICE)).json()["events"]
     assert [(e["type"], e["actor"]) for e in history] == [
-        ("OrderPlaced", "user:789"),
+        ("OrderCreated", "user:789"),
         ("OrderStockReserved", "system:fulfillment"),
         ("OrderPaid", "system:fulfillment"),
         ("OrderCancelled", "admin:support-001"),
@@ -171,10 +171,11 @@ async def test_who_may_do_what(client: Client) -> None:
     body = {"items": [{"sku": "mug", "quantity": 1}], "user_id": "42", "actor": "admin:x"}
     order_id = (await client.post("/orders", body, ALICE)).json()["order_id"]
     await client.settle()
-    assert (await client.get(f"/orders/{order_id}", BOB)).status_code == 403
+    # Another customer's order is answered like an order that does not exist.
+    assert (await client.get(f"/orders/{order_id}", BOB)).status_code == 404
     assert (
         await client.post(f"/orders/{order_id}/cancel", {"reason": "mine now"}, BOB)
-    ).status_code == 403
+    ).status_code == 404
     assert (
         await client.post(f"/orders/{order_id}/ship", {"tracking_number": "x"}, ALICE)
     ).status_code == 403
@@ -379,7 +380,12 @@ async def test_many_customers_at_once_keep_every_invariant(tmp_path: Path) -> No
         # The read model equals a fresh replay of the events.
         fresh = SqliteSink(tmp_path / "fresh.db")
         async with ProjectionRunner(client.shop.store, fresh, [OrdersView()]) as replay:
-            await replay.wait_until(await client.shop.store.head_position() - 5, timeout=10)
+            # The last event the view reads: the head itself may be in another category, which
+            # a projection's checkpoint never reaches.
+            last = 0
+            async for record in client.shop.store.read_all(categories=OrdersView.categories):
+                last = record.position
+            await replay.wait_until(last, timeout=10)
             for _ in range(100):
                 if (await replay.status())[0].lag_events == 0:
                     break

@@ -23,6 +23,7 @@ def test_persisted_names_are_pinned() -> None:
     assert wire.LAST_VERSION_HEADER == "Eventtape-Last-Version"
     assert wire.DEFAULT_SNAPSHOT_STREAM == "EVENTTAPE_SNAPSHOTS"
     assert wire.DEFAULT_SNAPSHOT_SUBJECT_PREFIX == "eventtape.snapshots"
+    assert wire.DEFAULT_KEYS_BUCKET == "EVENTTAPE_KEYS"
     assert (wire.CHECKPOINTS_TABLE, wire.GENERATIONS_TABLE, wire.PARKED_TABLE) == (
         "eventtape_checkpoints",
         "eventtape_active_generations",
@@ -33,6 +34,12 @@ def test_persisted_names_are_pinned() -> None:
         wire.SAGA_DONE_PARTITION,
         wire.SAGA_PARKED_PARTITION,
     ) == ("claimed", "done", "saga")
+    assert wire.OWNER_TOKEN_COLUMN == "owner_token"
+    assert (wire.DEFAULT_LEASE_BUCKET, wire.LEASE_KEY_PREFIX, wire.MEMBER_KEY_PREFIX) == (
+        "eventtape_leases",
+        "lease",
+        "member",
+    )
     assert uuid.UUID("4b0b8f57-55f3-4b4e-9a5c-3b3f7f2b6a10") == wire.SAGA_NAMESPACE
 
 

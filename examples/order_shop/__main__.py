@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from .app import create_app
-from .runtime import DEMO_TOKENS, Settings, Shop
+from .runtime import DEMO_TOKENS, DataDirLock, Settings, Shop, ShopAlreadyRunning
 
 CUSTOMER, OTHER, ADMIN = "demo-customer-789", "demo-customer-42", "demo-admin"
 
@@ -35,8 +35,9 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def demo(settings: Settings) -> None:
+async def demo(settings: Settings, lock: DataDirLock | None = None) -> None:
     shop = Shop(settings)
+    shop.lock = lock
     app = create_app(shop=shop)
     await shop.start()
     try:
@@ -119,13 +120,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    lock = None
+    if settings.store != "memory":
+        # Before anything starts: a second shop on the same data would lose acknowledged events.
+        lock = DataDirLock(settings.data_dir)
+        try:
+            lock.acquire()
+        except ShopAlreadyRunning as error:
+            print(f"order shop: {error}", file=sys.stderr)
+            return 1
     if args.command == "demo":
-        asyncio.run(demo(settings))
+        asyncio.run(demo(settings, lock))
         return 0
     import uvicorn
 
     print("Demo tokens:", ", ".join(f"{t} ({a})" for t, a in settings.tokens.items()))
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=args.port)
+    shop = Shop(settings, announce=True)
+    shop.lock = lock
+    uvicorn.run(create_app(shop=shop), host="127.0.0.1", port=args.port)
     return 0
 
 

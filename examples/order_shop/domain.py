@@ -1,4 +1,9 @@
-"""The shop's domain: orders, inventory per SKU, wallets. Pure and synchronous; money is Decimal."""
+"""The shop's domain: orders, inventory per SKU, wallets. Pure and synchronous; money is Decimal.
+
+Event names follow the story the shop tells (OrderCreated, InventoryReserved, PaymentCompleted /
+PaymentFailed, InventoryReleased, OrderCancelled); the names the first version stored
+(OrderPlaced, StockReserved, StockReleased, PaymentCharged) stay readable as aliases.
+"""
 
 from __future__ import annotations
 
@@ -30,12 +35,12 @@ class ProductRestocked(Event):
     quantity: int
 
 
-class StockReserved(Event):
+class InventoryReserved(Event):
     order_id: str
     quantity: int
 
 
-class StockReleased(Event):
+class InventoryReleased(Event):
     order_id: str
     quantity: int
 
@@ -47,9 +52,11 @@ class StockShipped(Event):
 
 class MoneyDeposited(Event):
     amount: Decimal
+    deposit_key: str | None = None
+    """The client's Idempotency-Key, when it gave one: a retry with it deposits nothing more."""
 
 
-class PaymentCharged(Event):
+class PaymentCompleted(Event):
     order_id: str
     amount: Decimal
 
@@ -59,7 +66,7 @@ class PaymentRefunded(Event):
     amount: Decimal
 
 
-class OrderPlaced(Event):
+class OrderCreated(Event):
     order_id: str
     user_id: str
     lines: tuple[Line, ...]
@@ -68,6 +75,12 @@ class OrderPlaced(Event):
 
 class OrderStockReserved(Event):
     pass
+
+
+class PaymentFailed(Event):
+    """The customer's wallet refused the charge (recorded on the order, before its cancellation)."""
+
+    reason: str
 
 
 class OrderPaid(Event):
@@ -86,19 +99,29 @@ REGISTRY = EventRegistry(
     [
         ProductCreated,
         ProductRestocked,
-        StockReserved,
-        StockReleased,
+        InventoryReserved,
+        InventoryReleased,
         StockShipped,
         MoneyDeposited,
-        PaymentCharged,
+        PaymentCompleted,
         PaymentRefunded,
-        OrderPlaced,
+        OrderCreated,
         OrderStockReserved,
+        PaymentFailed,
         OrderPaid,
         OrderShipped,
         OrderCancelled,
     ]
 )
+# The names the first version of the shop stored: still read, never written.
+RENAMED: dict[str, type[Event]] = {
+    "OrderPlaced": OrderCreated,
+    "StockReserved": InventoryReserved,
+    "StockReleased": InventoryReleased,
+    "PaymentCharged": PaymentCompleted,
+}
+for _old_name, _event_type in RENAMED.items():
+    REGISTRY.register(name=_old_name)(_event_type)
 
 # -- errors ----------------------------------------------------------------------------------
 
@@ -113,6 +136,10 @@ class InsufficientStock(ShopError):
 
 class InsufficientFunds(ShopError):
     pass
+
+
+class KeyReused(ShopError):
+    """An idempotency key given again with a different request."""
 
 
 class IllegalTransition(ShopError):
@@ -159,11 +186,11 @@ class Product(Aggregate):
             return
         if quantity > self.available:
             raise InsufficientStock(f"{self.id}: {quantity} wanted, {self.available} available")
-        self.record(StockReserved(order_id=order_id, quantity=quantity))
+        self.record(InventoryReserved(order_id=order_id, quantity=quantity))
 
     def release(self, order_id: str) -> None:
         if order_id in self.reserved:
-            self.record(StockReleased(order_id=order_id, quantity=self.reserved[order_id]))
+            self.record(InventoryReleased(order_id=order_id, quantity=self.reserved[order_id]))
 
     def ship(self, order_id: str) -> None:
         if order_id in self.reserved:
@@ -177,13 +204,13 @@ class Product(Aggregate):
     def _restocked(self, event: ProductRestocked) -> None:
         self.available += event.quantity
 
-    @applies(StockReserved)
-    def _reserved(self, event: StockReserved) -> None:
+    @applies(InventoryReserved)
+    def _reserved(self, event: InventoryReserved) -> None:
         self.available -= event.quantity
         self.reserved[event.order_id] = event.quantity
 
-    @applies(StockReleased)
-    def _released(self, event: StockReleased) -> None:
+    @applies(InventoryReleased)
+    def _released(self, event: InventoryReleased) -> None:
         self.available += self.reserved.pop(event.order_id)
 
     @applies(StockShipped)
@@ -192,26 +219,34 @@ class Product(Aggregate):
 
 
 class Wallet(Aggregate):
-    """A customer's money: balance, and charges per order."""
+    """A customer's money: balance, charges per order, and the deposits' idempotency keys."""
 
+    __snapshot_version__ = 2  # 2: deposit_keys
     balance: Decimal
     charges: dict[str, Decimal]
+    deposit_keys: dict[str, Decimal]
 
     def __init__(self, id: str) -> None:
         super().__init__(id)
-        self.balance, self.charges = Decimal(0), {}
+        self.balance, self.charges, self.deposit_keys = Decimal(0), {}, {}
 
-    def deposit(self, amount: Decimal) -> None:
+    def deposit(self, amount: Decimal, key: str | None = None) -> None:
+        """Add money; a deposit with a key already used is a no-op (a retry), or refused if
+        its amount differs."""
         if amount <= 0:
             raise ShopError("deposit a positive amount")
-        self.record(MoneyDeposited(amount=amount))
+        if key is not None and key in self.deposit_keys:
+            if self.deposit_keys[key] != amount:
+                raise KeyReused("this Idempotency-Key was used for another deposit")
+            return
+        self.record(MoneyDeposited(amount=amount, deposit_key=key))
 
     def charge(self, order_id: str, amount: Decimal) -> None:
         if order_id in self.charges:
             return
         if amount > self.balance:
             raise InsufficientFunds(f"{amount} wanted, {self.balance} available")
-        self.record(PaymentCharged(order_id=order_id, amount=amount))
+        self.record(PaymentCompleted(order_id=order_id, amount=amount))
 
     def refund(self, order_id: str) -> None:
         if order_id in self.charges:
@@ -220,9 +255,11 @@ class Wallet(Aggregate):
     @applies(MoneyDeposited)
     def _deposited(self, event: MoneyDeposited) -> None:
         self.balance += event.amount
+        if event.deposit_key is not None:
+            self.deposit_keys[event.deposit_key] = event.amount
 
-    @applies(PaymentCharged)
-    def _charged(self, event: PaymentCharged) -> None:
+    @applies(PaymentCompleted)
+    def _charged(self, event: PaymentCompleted) -> None:
         self.balance -= event.amount
         self.charges[event.order_id] = event.amount
 
@@ -248,13 +285,26 @@ class Order(Aggregate):
 
     @classmethod
     def place(cls, order_id: str, user_id: str, lines: list[Line]) -> Order:
+        """Create an order; lines of one SKU are merged into one.
+
+        Stock is reserved once per order and SKU, so two lines of one SKU would be charged for
+        both and reserve only one: merging keeps what is charged and what is reserved equal.
+        """
         if not lines:
             raise ShopError("an order needs at least one line")
+        merged: dict[str, Line] = {}
+        for line in lines:
+            if line.quantity <= 0:
+                raise ShopError("order a positive quantity")
+            seen = merged.get(line.sku)
+            if seen is not None and seen.price != line.price:
+                raise ShopError(f"two prices for {line.sku}")
+            quantity = line.quantity + (seen.quantity if seen else 0)
+            merged[line.sku] = Line(sku=line.sku, quantity=quantity, price=line.price)
         order = cls(order_id)
-        amount = sum((line.price * line.quantity for line in lines), Decimal(0))
-        order.record(
-            OrderPlaced(order_id=order_id, user_id=user_id, lines=tuple(lines), amount=amount)
-        )
+        final = tuple(merged.values())
+        amount = sum((line.price * line.quantity for line in final), Decimal(0))
+        order.record(OrderCreated(order_id=order_id, user_id=user_id, lines=final, amount=amount))
         return order
 
     def _require(self, *statuses: str, action: str) -> None:
@@ -277,14 +327,24 @@ class Order(Aggregate):
         self._require("placed", "reserved", "paid", action="cancel")
         self.record(OrderCancelled(reason=reason))
 
-    @applies(OrderPlaced)
-    def _placed(self, event: OrderPlaced) -> None:
+    def payment_failed(self, reason: str) -> None:
+        """The wallet refused the charge: record why, and cancel (one append)."""
+        self._require("reserved", action="refuse the payment of")
+        self.record(PaymentFailed(reason=reason))
+        self.record(OrderCancelled(reason=f"payment refused: {reason}"))
+
+    @applies(OrderCreated)
+    def _placed(self, event: OrderCreated) -> None:
         self.status, self.user_id = "placed", event.user_id
         self.lines, self.amount = event.lines, event.amount
 
     @applies(OrderStockReserved)
     def _reserved(self, event: OrderStockReserved) -> None:
         self.status = "reserved"
+
+    @applies(PaymentFailed)
+    def _payment_failed(self, event: PaymentFailed) -> None:
+        pass  # the OrderCancelled recorded with it changes the status
 
     @applies(OrderPaid)
     def _paid(self, event: OrderPaid) -> None:

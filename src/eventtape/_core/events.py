@@ -19,6 +19,8 @@ from uuid import UUID, SafeUUID
 
 from pydantic import BaseModel, ConfigDict
 
+from .errors import InvalidMetadata
+
 __all__ = ["Event", "Metadata", "NewEvent", "RecordedEvent"]
 
 
@@ -142,6 +144,30 @@ class NewEvent(Generic[E]):
 EMPTY_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
+MAX_METADATA_ID_LENGTH = 1024
+"""Longest actor, causation id, correlation id or header name, in characters."""
+MAX_HEADER_VALUE_LENGTH = 8192
+"""Longest header value, in characters."""
+MAX_HEADERS = 64
+"""Most headers on one append."""
+
+
+def _check_text(field: str, value: object, limit: int, *, identifier: bool) -> None:
+    """Refuse what no store could keep faithfully, or what would mislead a reader."""
+    if not isinstance(value, str):
+        raise InvalidMetadata(field, f"must be a str, not {type(value).__name__}")
+    if len(value) > limit:
+        raise InvalidMetadata(field, f"is {len(value)} characters long; at most {limit}")
+    if identifier and (not value or not value.isprintable()):
+        raise InvalidMetadata(field, f"{value!r} must be non-empty printable text")
+    try:
+        value.encode()
+    except UnicodeEncodeError as error:
+        raise InvalidMetadata(
+            field, f"{value!r} is not valid Unicode text ({error.reason})"
+        ) from None
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Metadata:
     """Who did it and why, recorded on every event of one append.
@@ -158,6 +184,22 @@ class Metadata:
     causation_id: str | None = None
     correlation_id: str | None = None
     headers: Mapping[str, str] = dataclasses.field(default_factory=lambda: EMPTY_HEADERS)
+
+    def __post_init__(self) -> None:
+        for field in ("actor", "causation_id", "correlation_id"):
+            value = getattr(self, field)
+            if value is not None:
+                _check_text(field, value, MAX_METADATA_ID_LENGTH, identifier=True)
+        headers = self.headers
+        if headers is EMPTY_HEADERS:
+            return
+        if not isinstance(headers, Mapping):
+            raise InvalidMetadata("headers", f"must be a mapping, not {type(headers).__name__}")
+        if len(headers) > MAX_HEADERS:
+            raise InvalidMetadata("headers", f"at most {MAX_HEADERS}, not {len(headers)}")
+        for key, value in headers.items():
+            _check_text("header name", key, MAX_METADATA_ID_LENGTH, identifier=True)
+            _check_text(f"header {key!r}", value, MAX_HEADER_VALUE_LENGTH, identifier=False)
 
     def merged(self, other: Metadata) -> Metadata:
         """Return a copy with ``other``'s set fields taking precedence (headers are merged)."""

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, overload
 
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 
 from .errors import EventRegistrationError, SerializationError, UnknownEventType, UpcastError
 from .events import Event
@@ -156,10 +157,16 @@ class EventRegistry:
 
         Raises:
             UnknownEventType: If the event's class is not registered.
+            SerializationError: If its data cannot be written as JSON (e.g. a lone surrogate
+                in a string, or a value pydantic cannot serialize).
         """
         event_class = type(event)
         name = self.name_of(event_class)
-        return name, event_class.__event_version__, event.__pydantic_serializer__.to_json(event)
+        try:
+            data = event.__pydantic_serializer__.to_json(event)
+        except PydanticSerializationError as error:
+            raise SerializationError(f"cannot encode a {name} event as JSON: {error}") from None
+        return name, event_class.__event_version__, data
 
     def decode(
         self,

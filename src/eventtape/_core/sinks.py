@@ -69,9 +69,35 @@ class ReadModelSink(Protocol[Tx]):
         ...
 
     async def save_position(
-        self, tx: Tx, projection: str, partition: str, generation: int, position: int
+        self,
+        tx: Tx,
+        projection: str,
+        partition: str,
+        generation: int,
+        position: int,
+        *,
+        token: int | None = None,
     ) -> None:
-        """Record the last position applied, inside the batch's transaction."""
+        """Record the last position applied, inside the batch's transaction.
+
+        With a ``token`` (a runner sharing partitions, holding a lease), the write is fenced:
+        it raises :class:`eventtape.Fenced`, and the transaction must roll back, if the
+        checkpoint already carries a newer owner token.
+        """
+        ...
+
+    async def claim(
+        self, tx: Tx, projection: str, partition: str, generation: int, token: int
+    ) -> int:
+        """Stamp a partition's checkpoint with a new owner's token and return its position.
+
+        A runner calls this when it takes a partition over, before reading from the returned
+        position: from then on the previous owner's commits are fenced out, so none can land
+        between this read and the new owner's first commit.
+
+        Raises:
+            Fenced: If the checkpoint already carries a newer token.
+        """
         ...
 
     async def activate(

@@ -13,12 +13,17 @@ from typing import Final
 
 __all__ = [
     "CHECKPOINTS_TABLE",
+    "DEFAULT_KEYS_BUCKET",
+    "DEFAULT_LEASE_BUCKET",
     "DEFAULT_SNAPSHOT_STREAM",
     "DEFAULT_SNAPSHOT_SUBJECT_PREFIX",
     "DEFAULT_STREAM",
     "DEFAULT_SUBJECT_PREFIX",
     "GENERATIONS_TABLE",
     "LAST_VERSION_HEADER",
+    "LEASE_KEY_PREFIX",
+    "MEMBER_KEY_PREFIX",
+    "OWNER_TOKEN_COLUMN",
     "PARKED_TABLE",
     "SAGA_CLAIMED_PARTITION",
     "SAGA_DONE_PARTITION",
@@ -42,11 +47,22 @@ LAST_VERSION_HEADER: Final = "Eventtape-Last-Version"
 """Header carrying the version of the last event of a multi-event append."""
 DEFAULT_SNAPSHOT_STREAM: Final = "EVENTTAPE_SNAPSHOTS"
 DEFAULT_SNAPSHOT_SUBJECT_PREFIX: Final = "eventtape.snapshots"
+DEFAULT_KEYS_BUCKET: Final = "EVENTTAPE_KEYS"
+"""The JetStream key-value bucket holding per-subject keys of personal data."""
 
 # SQL read-model sinks: the library's own tables beside the user's.
 CHECKPOINTS_TABLE: Final = "eventtape_checkpoints"
 GENERATIONS_TABLE: Final = "eventtape_active_generations"
 PARKED_TABLE: Final = "eventtape_parked"
+OWNER_TOKEN_COLUMN: Final = "owner_token"
+"""The checkpoint column holding the fencing token of the runner that last wrote it."""
+
+# Runners sharing partitions: leases and members in one JetStream key-value bucket.
+DEFAULT_LEASE_BUCKET: Final = "eventtape_leases"
+LEASE_KEY_PREFIX: Final = "lease"
+"""A partition's lease is ``lease.<kind>.<name>.<index>-<count>``."""
+MEMBER_KEY_PREFIX: Final = "member"
+"""A live runner is ``member.<member id>``."""
 
 # Saga runners keep their marks in the checkpoint table under these partition names.
 SAGA_CLAIMED_PARTITION: Final = "claimed"

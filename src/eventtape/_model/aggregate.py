@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Self, TypeVar
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
+from .._core.dispatch import collect_handlers, mark_handler
 from .._core.errors import MissingApplyHandler, SerializationError
 from .._core.events import Event, NewEvent
 
@@ -36,17 +37,7 @@ def applies(*event_types: type[E]) -> Callable[[Callable[[A, E], None]], Callabl
             self.status = "cancelled"
         ```
     """
-    if not event_types:
-        raise TypeError("@applies needs at least one event class")
-    for event_type in event_types:
-        if not (isinstance(event_type, type) and issubclass(event_type, Event)):
-            raise TypeError(f"@applies takes Event subclasses, not {event_type!r}")
-
-    def decorator(method: Callable[[A, E], None]) -> Callable[[A, E], None]:
-        setattr(method, _APPLIES_ATTR, event_types)
-        return method
-
-    return decorator
+    return mark_handler("applies", _APPLIES_ATTR, event_types)
 
 
 class Aggregate:
@@ -107,20 +98,7 @@ class Aggregate:
         super().__init_subclass__(**kwargs)
         if "stream_category" not in cls.__dict__:
             cls.stream_category = cls.__name__.lower()
-        handlers: dict[type[Event], Handler] = {}
-        # Walk from the most basic class down, so a subclass's handler for a type wins.
-        for klass in reversed(cls.__mro__):
-            own: dict[type[Event], str] = {}
-            for name, member in vars(klass).items():
-                for event_type in getattr(member, _APPLIES_ATTR, ()):
-                    if event_type in own:
-                        raise TypeError(
-                            f"{klass.__qualname__} has two @applies handlers for "
-                            f"{event_type.__qualname__}: {own[event_type]} and {name}"
-                        )
-                    own[event_type] = name
-                    handlers[event_type] = member
-        cls._apply_handlers = handlers
+        cls._apply_handlers = collect_handlers(cls, _APPLIES_ATTR, "applies")
         cls._snapshot_adapter = None
 
     def __init__(self, id: str) -> None:

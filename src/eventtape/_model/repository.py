@@ -9,7 +9,7 @@ from typing import Generic, TypeVar
 
 from .._core.conditions import AppendResult
 from .._core.context import current_metadata
-from .._core.errors import AggregateNotFound, SerializationError, StreamNotFound
+from .._core.errors import AggregateNotFound, InvalidArgument, SerializationError, StreamNotFound
 from .._core.events import Event, Metadata, RecordedEvent
 from .._core.snapshots import EveryNEvents, Snapshot, SnapshotPolicy, SnapshotStore
 from .._core.store import EventStore
@@ -69,7 +69,7 @@ class Repository(Generic[A]):
             InvalidStreamId: If the resulting stream id is invalid.
         """
         if not isinstance(aggregate_id, str):
-            raise TypeError(f"aggregate ids are str, not {type(aggregate_id).__name__}")
+            raise InvalidArgument(f"aggregate ids are str, not {type(aggregate_id).__name__}")
         return validate_stream_id(self._prefix + aggregate_id)
 
     async def load(self, aggregate_id: str, *, version: int | None = None) -> A:
@@ -82,8 +82,10 @@ class Repository(Generic[A]):
         Raises:
             AggregateNotFound: If it has no events, or never had ``version``.
         """
-        if version is not None and (not isinstance(version, int) or version < 1):
-            raise ValueError(f"version must be an int >= 1, not {version!r}")
+        if version is not None and (
+            not isinstance(version, int) or isinstance(version, bool) or version < 1
+        ):
+            raise InvalidArgument(f"version must be an int >= 1, not {version!r}")
         stream_id = self.stream_id(aggregate_id)
         aggregate = await self._from_snapshot(aggregate_id, stream_id, version)
         if aggregate is None:
@@ -158,10 +160,9 @@ class Repository(Generic[A]):
         if not pending:
             return None
         metadata = current_metadata()
-        if actor or causation_id or correlation_id or headers:
-            metadata = metadata.merged(
-                Metadata(actor, causation_id, correlation_id, dict(headers) if headers else {})
-            )
+        if any(value is not None for value in (actor, causation_id, correlation_id, headers)):
+            given = dict(headers) if isinstance(headers, Mapping) else headers or {}
+            metadata = metadata.merged(Metadata(actor, causation_id, correlation_id, given))
         if metadata.correlation_id is None:
             metadata = Metadata(
                 metadata.actor, metadata.causation_id, str(pending[0].event_id), metadata.headers

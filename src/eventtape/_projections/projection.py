@@ -7,6 +7,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
+from .._core.dispatch import collect_handlers, handler_for, mark_handler
 from .._core.events import Event, RecordedEvent
 from .._core.stream_ids import validate_stream_id
 
@@ -39,19 +40,7 @@ def handles(
             await tx.execute(f"INSERT INTO {self.table('orders')} VALUES (?, ?)", ...)
         ```
     """
-    if not event_types:
-        raise TypeError("@handles needs at least one event class")
-    for event_type in event_types:
-        if not (isinstance(event_type, type) and issubclass(event_type, Event)):
-            raise TypeError(f"@handles takes Event subclasses, not {event_type!r}")
-
-    def decorator(
-        method: Callable[[P, RecordedEvent[E], Tx], Awaitable[None]],
-    ) -> Callable[[P, RecordedEvent[E], Tx], Awaitable[None]]:
-        setattr(method, _HANDLES_ATTR, event_types)
-        return method
-
-    return decorator
+    return mark_handler("handles", _HANDLES_ATTR, event_types)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -105,12 +94,7 @@ class Projection(Generic[Tx]):
         super().__init_subclass__(**kwargs)
         if "name" not in cls.__dict__:
             cls.name = cls.__name__
-        handlers: dict[type[Event], Handler] = {}
-        for klass in reversed(cls.__mro__):
-            for member in vars(klass).values():
-                for event_type in getattr(member, _HANDLES_ATTR, ()):
-                    handlers[event_type] = member
-        cls._handlers = handlers
+        cls._handlers = collect_handlers(cls, _HANDLES_ATTR, "handles")
         if cls.categories is not None:
             if isinstance(cls.categories, str):
                 raise TypeError(f"{cls.__name__}.categories must be a tuple of names, not a str")
@@ -136,12 +120,7 @@ class Projection(Generic[Tx]):
 
     def handler_for(self, event_type: type[Event]) -> Handler | None:
         """Return the handler for ``event_type`` (or for a base class of it), or ``None``."""
-        handler = self._handlers.get(event_type)
-        if handler is None:
-            for base in event_type.__mro__[1:]:
-                handler = self._handlers.get(base)
-                if handler is not None:
-                    break
+        handler: Handler | None = handler_for(self._handlers, event_type)
         return handler
 
     async def create(self, tx: Tx) -> None:

@@ -9,13 +9,29 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any
 
-from .._core.errors import ProjectionTimeout
+from .._core.errors import HistoryLost, ProjectionTimeout
 from .._core.events import Event, RecordedEvent
 from .._core.store import EventStore
 
-__all__ = ["Feed"]
+__all__ = ["Feed", "check_history"]
 
 _STOP = object()
+
+
+async def check_history(store: EventStore, name: str, checkpoint: int) -> None:
+    """Refuse to go on when ``checkpoint`` lies beyond the store's head.
+
+    The store then has less history than was already handled: a stream lost and created
+    again empty (a power loss with lazy fsync), an old backup, or another store. Carrying on
+    would wait for positions that were already used, then apply new events under them.
+
+    Raises:
+        HistoryLost: Naming the runner, its checkpoint and the head.
+    """
+    if checkpoint > 0:
+        head = await store.head_position()
+        if checkpoint > head:
+            raise HistoryLost(name, checkpoint, head)
 
 
 class Feed:

@@ -12,18 +12,20 @@ from collections.abc import Sequence
 from typing import Any, Literal, Self
 
 from .._core.clock import Clock, SystemClock
-from .._core.errors import DomainError, describe
+from .._core.errors import DomainError, Fenced, InvalidArgument, ProjectionTimeout, describe
 from .._core.events import Event, RecordedEvent
 from .._core.sinks import ParkedEvent, ReadModelSink
 from .._core.store import EventStore
 from .._core.stream_ids import category_of
+from .._core.telemetry import run_handler
 from .._core.wire import (
     SAGA_CLAIMED_PARTITION,
     SAGA_DONE_PARTITION,
     SAGA_NAMESPACE,
     SAGA_PARKED_PARTITION,
 )
-from .._runtime.feed import Feed
+from .._runtime.feed import Feed, check_history
+from .._runtime.sharing import Coordinator, Sharing, lease_key
 from .deadlines import Deadline, DeadlineBook
 from .saga import Saga, SagaContext
 
@@ -52,6 +54,18 @@ class SagaOptions:
     max_backoff: float = 2.0
     start: Literal["beginning", "end"] = "beginning"
 
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_attempts"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidArgument(f"{name} must be an int >= 1, not {value!r}")
+        for name in ("backoff", "max_backoff"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise InvalidArgument(f"{name} must be a number >= 0, not {value!r}")
+        if self.start not in ("beginning", "end"):
+            raise InvalidArgument(f"start must be 'beginning' or 'end', not {self.start!r}")
+
 
 class _SagaWorker:
     def __init__(
@@ -61,7 +75,10 @@ class _SagaWorker:
         saga: Saga,
         options: SagaOptions,
         clock: Clock,
+        token: int | None = None,
     ) -> None:
+        self.token = token  # the lease's fencing token, when runners share sagas
+        self.fenced: Fenced | None = None
         self.store = store
         self.sink = sink
         self.saga = saga
@@ -75,19 +92,33 @@ class _SagaWorker:
         self._tasks: list[asyncio.Task[None]] = []
         self._applying = asyncio.Lock()
 
+    async def _save(self, tx: Any, name: str, partition: str, position: int) -> None:
+        """Write a checkpoint mark; fenced by the lease's token when runners share sagas."""
+        if self.token is None:
+            await self.sink.save_position(tx, name, partition, 0, position)
+        else:
+            await self.sink.save_position(tx, name, partition, 0, position, token=self.token)
+
     async def start(self) -> None:
         name = self.saga.name
         feed = self.feed
+        if self.token is not None:
+            # Taking the saga over: stamp both marks with the token before reading them, so
+            # the previous owner can write neither from now on.
+            async with self.sink.transaction() as tx:
+                await self.sink.claim(tx, name, SAGA_DONE_PARTITION, 0, self.token)
+                await self.sink.claim(tx, name, SAGA_CLAIMED_PARTITION, 0, self.token)
         feed.checkpoint = await self.sink.load_position(name, SAGA_DONE_PARTITION, 0)
         self._recover_until = await self.sink.load_position(name, SAGA_CLAIMED_PARTITION, 0)
+        await check_history(self.store, name, max(feed.checkpoint, self._recover_until))
         if feed.checkpoint == 0 and self._recover_until == 0 and self.options.start == "end":
             feed.checkpoint = await self.store.head_position()
             async with self.sink.transaction() as tx:
-                await self.sink.save_position(tx, name, SAGA_DONE_PARTITION, 0, feed.checkpoint)
+                await self._save(tx, name, SAGA_DONE_PARTITION, feed.checkpoint)
         await self.deadlines.load()
         feed.start(f"saga-{name}")
         self._tasks = [
-            asyncio.create_task(self._apply_batches(), name=f"eventtape-saga-apply-{name}"),
+            asyncio.create_task(self._fenced(), name=f"eventtape-saga-apply-{name}"),
             asyncio.create_task(self._fire_deadlines(), name=f"eventtape-saga-deadlines-{name}"),
         ]
 
@@ -102,6 +133,16 @@ class _SagaWorker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    async def _fenced(self) -> None:
+        try:
+            await self._apply_batches()
+        except Fenced as fenced:
+            # Another runner owns the saga now: stop here (its deadline timer stops with us).
+            logger.warning("%s", fenced)
+            self.fenced = fenced
+            self._tasks[-1].cancel()
+            self.feed.stop_reading()
+
     async def _apply_batches(self) -> None:
         name = self.saga.name
         while (batch := await self.feed.next_batch()) is not None:
@@ -111,11 +152,11 @@ class _SagaWorker:
                     # Claim the batch first: after a crash, what lies between the last "done"
                     # and the last "claimed" is handled again, in recovery mode.
                     async with self.sink.transaction() as tx:
-                        await self.sink.save_position(tx, name, SAGA_CLAIMED_PARTITION, 0, last)
+                        await self._save(tx, name, SAGA_CLAIMED_PARTITION, last)
                 for record in batch:
                     await self._handle(record)
                 async with self.sink.transaction() as tx:
-                    await self.sink.save_position(tx, name, SAGA_DONE_PARTITION, 0, last)
+                    await self._save(tx, name, SAGA_DONE_PARTITION, last)
             self.feed.advance(last)
 
     async def _handle(self, record: RecordedEvent[Event]) -> None:
@@ -128,7 +169,7 @@ class _SagaWorker:
         recovering = record.position <= self._recover_until
 
         async def run(ctx: SagaContext) -> None:
-            await handler(self.saga, record, ctx)
+            await run_handler("saga", self.saga.name, handler, self.saga, record, ctx)
 
         await self._with_retries(
             run, record.event_id, record.correlation_id, recovering, record=record
@@ -230,6 +271,9 @@ class SagaRunner:
         clock: Time for deadlines (default: the system clock; :class:`eventtape.ManualClock` in
             tests).
         options: Batching and retries.
+        sharing: Run each saga in one of the runners given the same lease bucket at a time,
+            with failover (see :class:`eventtape.Sharing`; a saga is one unit of work, its
+            ``partitions`` setting does not apply). Sagas spread over the runners.
     """
 
     def __init__(
@@ -240,6 +284,7 @@ class SagaRunner:
         *,
         clock: Clock | None = None,
         options: SagaOptions | None = None,
+        sharing: Sharing | None = None,
     ) -> None:
         names = [saga.name for saga in sagas]
         if len(set(names)) != len(names):
@@ -247,19 +292,57 @@ class SagaRunner:
         self._store = store
         self._sink = checkpoints
         self._clock = clock or SystemClock()
-        self._workers = {
-            saga.name: _SagaWorker(store, checkpoints, saga, options or SagaOptions(), self._clock)
-            for saga in sagas
-        }
+        self._options = options or SagaOptions()
+        self._sagas = {saga.name: saga for saga in sagas}
+        self._sharing = sharing
+        self._keys = {lease_key("saga", name, 0, 1): name for name in names} if sharing else {}
+        self._coordinator: Coordinator | None = None
+        self._workers = (
+            {}
+            if sharing
+            else {
+                saga.name: _SagaWorker(store, checkpoints, saga, self._options, self._clock)
+                for saga in sagas
+            }
+        )
 
     async def start(self) -> None:
-        """Start every saga from its checkpoint, and its deadline timer."""
+        """Start every saga from its checkpoint, and its deadline timer.
+
+        When sharing, start taking this runner's share of the sagas (see ``sharing``).
+        """
         await self._sink.start()
         for worker in self._workers.values():
             await worker.start()
+        if self._sharing is not None and self._coordinator is None:
+            self._coordinator = Coordinator(
+                self._sharing, list(self._keys), self._take_saga, self._drop_saga
+            )
+            await self._coordinator.start()
+
+    async def _take_saga(self, key: str, token: int) -> None:
+        saga = self._sagas[self._keys[key]]
+        worker = _SagaWorker(self._store, self._sink, saga, self._options, self._clock, token)
+        await worker.start()
+        self._workers[saga.name] = worker
+
+    async def _drop_saga(self, key: str) -> None:
+        worker = self._workers.pop(self._keys[key], None)
+        if worker is not None:
+            await worker.stop()
+
+    def owned(self) -> list[str]:
+        """The sagas this runner runs now (all of them, unless sharing)."""
+        return list(self._workers)
 
     async def aclose(self) -> None:
-        """Stop every saga; each finishes the batch it is handling."""
+        """Stop every saga; each finishes the batch it is handling.
+
+        A runner sharing sagas then gives their leases up, so others take them at once.
+        """
+        if self._coordinator is not None:
+            await self._coordinator.aclose()
+            self._coordinator = None
         for worker in self._workers.values():
             await worker.stop()
 
@@ -283,6 +366,16 @@ class SagaRunner:
             ProjectionTimeout: Naming the saga and how far it got.
         """
         deadline = time.monotonic() + timeout
+        if self._sharing is not None:
+            # Other runners may run some sagas: their checkpoints in the sink are what counts.
+            for name in sagas if sagas is not None else list(self._sagas):
+                while (done := await self._sink.load_position(name, SAGA_DONE_PARTITION, 0)) < (
+                    position
+                ):
+                    if time.monotonic() >= deadline:
+                        raise ProjectionTimeout(name, position, done)
+                    await asyncio.sleep(0.02)
+            return
         for name in sagas if sagas is not None else list(self._workers):
             await self._workers[name].wait_until(position, deadline)
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from .._core.dispatch import collect_handlers, handler_for, mark_handler
 from .._core.errors import ConcurrencyError, DuplicateEventId, StreamNotFound
 from .._core.events import Event, NewEvent, RecordedEvent
 from .._core.stream_ids import validate_stream_id
@@ -51,17 +52,7 @@ def reacts_to(
     A :class:`eventtape.DomainError` from a command is a business outcome to handle (compensate);
     any other error is retried by the runner.
     """
-    if not event_types:
-        raise TypeError("@reacts_to needs at least one event class")
-    for event_type in event_types:
-        if not (isinstance(event_type, type) and issubclass(event_type, Event)):
-            raise TypeError(f"@reacts_to takes Event subclasses, not {event_type!r}")
-
-    def decorator(method: Any) -> Any:
-        setattr(method, _REACTS_ATTR, event_types)
-        return method
-
-    return decorator
+    return mark_handler("reacts_to", _REACTS_ATTR, event_types)
 
 
 def on_deadline(name: str) -> Callable[[Any], Any]:
@@ -98,25 +89,25 @@ class Saga:
         if "-" in cls.name:
             raise TypeError(f"saga name {cls.name!r} must not contain '-'")
         validate_stream_id(cls.name)
-        reactions: dict[type[Event], Reaction] = {}
         deadlines: dict[str, DeadlineHandler] = {}
         for klass in reversed(cls.__mro__):
+            own: set[str] = set()
             for member in vars(klass).values():
-                for event_type in getattr(member, _REACTS_ATTR, ()):
-                    reactions[event_type] = member
                 deadline = getattr(member, _DEADLINE_ATTR, None)
                 if deadline is not None:
+                    if deadline in own:
+                        raise TypeError(
+                            f"{klass.__qualname__} has two @on_deadline({deadline!r}) handlers"
+                        )
+                    own.add(deadline)
                     deadlines[deadline] = member
-        cls._reactions = reactions
+        cls._reactions = collect_handlers(cls, _REACTS_ATTR, "reacts_to")
         cls._deadline_handlers = deadlines
 
     def reaction_to(self, event_type: type[Event]) -> Reaction | None:
         """Return the handler for ``event_type`` (or a base class of it), or ``None``."""
-        for klass in event_type.__mro__:
-            handler = self._reactions.get(klass)
-            if handler is not None:
-                return handler
-        return None
+        reaction: Reaction | None = handler_for(self._reactions, event_type)
+        return reaction
 
 
 class SagaContext:

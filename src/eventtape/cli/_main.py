@@ -28,6 +28,7 @@ from .._core.wire import (
     CHECKPOINTS_TABLE,
     DEFAULT_STREAM,
     DEFAULT_SUBJECT_PREFIX,
+    OWNER_TOKEN_COLUMN,
     PARKED_TABLE,
     SAGA_CLAIMED_PARTITION,
     SAGA_DONE_PARTITION,
@@ -39,6 +40,21 @@ __all__ = ["main"]
 EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_CONFIG = 0, 2, 3, 4, 5
 
 
+def safe(value: object) -> str:
+    """Text that cannot drive the operator's terminal: every non-printable character escaped.
+
+    Event data is written by whoever could append; a reason holding ``ESC [2J`` or a bidi
+    override must show as text, not clear the screen, retitle the window or reorder the line.
+    Control characters (C0, C1, DEL), format characters (bidi overrides, zero-width ones) and
+    line or paragraph separators become ``\\xNN`` / ``\\uNNNN``; printable text, other
+    scripts and emoji stay as they are.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 class CliError(Exception):
     """An error to print in one line, with its exit code."""
 
@@ -48,10 +64,16 @@ class CliError(Exception):
 
 
 def _load(spec: str) -> Any:
-    """Import ``module:attribute``."""
+    """Import ``module:attribute``, finding modules in the current directory as ``python -m`` does.
+
+    A console script's ``sys.path`` starts with its own bin directory, not the working
+    directory, so ``--aggregate examples.order_shop.domain:Order`` would need ``PYTHONPATH=.``.
+    """
     module_name, _, attribute = spec.partition(":")
     if not attribute:
         raise CliError(f"{spec!r} must look like package.module:name", EXIT_USAGE)
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # after everything else: never shadows an installed module
     try:
         value = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
@@ -79,32 +101,44 @@ class Output:
             return
         if self.console is not None:
             from rich.table import Table
+            from rich.text import Text
 
-            table = Table(title=title)
+            table = Table(title=Text(safe(title)))
             for column in columns:
                 table.add_column(column)
             for row in rows:
-                table.add_row(*(str(value) for value in row))
+                # Text, not str: rich would read "[red]" in event data as markup.
+                table.add_row(*(Text(safe(value)) for value in row))
             self.console.print(table)
             return
         print("\t".join(columns))
         for row in rows:
-            print("\t".join(str(value) for value in row))
+            print("\t".join(safe(value) for value in row))
 
     def record(self, data: dict[str, Any], line: str) -> None:
         if self.as_json:
             print(json.dumps(data, default=str), flush=True)
         elif self.console is not None:
-            self.console.print(line)
+            self.console.print(safe(line), markup=False, highlight=False)
         else:
-            print(line, flush=True)
+            print(safe(line), flush=True)
 
 
 async def _connect(args: argparse.Namespace) -> Any:
     from ..stores.jetstream import JetStreamConfig
     from ..stores.jetstream._raw import RawReader
 
-    options: dict[str, Any] = {"connect_timeout": 2, "max_reconnect_attempts": 1}
+    async def quiet(*_: Any) -> None:
+        """nats-py's default callbacks log every failed attempt with a traceback."""
+
+    options: dict[str, Any] = {
+        "connect_timeout": 2,
+        "max_reconnect_attempts": 1,
+        "allow_reconnect": False,
+        "error_cb": quiet,
+        "disconnected_cb": quiet,
+        "closed_cb": quiet,
+    }
     if args.creds:
         options["user_credentials"] = args.creds
     config = JetStreamConfig(stream=args.stream, subject_prefix=args.subject_prefix)
@@ -232,20 +266,32 @@ def _sink(url: str) -> Any:
 
 
 async def _projections_status(args: argparse.Namespace, out: Output) -> None:
+    categories: dict[str, Any] = {}
+    if args.projections:
+        categories = {p.name: p.categories for p in _load(args.projections)}
     sink = _sink(args.sink)
     reader = await _connect(args)
     try:
         await sink.start()
         head = await reader.head_position()
         rows = await sink.fetch(
-            "SELECT projection, partition, generation, position, updated_at"
+            f"SELECT projection, partition, generation, position, updated_at, {OWNER_TOKEN_COLUMN}"
             f" FROM {CHECKPOINTS_TABLE} WHERE partition NOT IN"
             f" ('{SAGA_CLAIMED_PARTITION}', '{SAGA_DONE_PARTITION}')"
             " ORDER BY projection, partition"
         )
-        table = [
-            [r[0], r[1], r[2], r[3], head, await reader.events_after(r[3]), r[4]] for r in rows
-        ]
+        table = []
+        for name, partition, generation, position, updated, token in rows:
+            # A projection over some categories keeps its checkpoint at the last event it was
+            # given: events of other categories after it are not lag. Without the projections,
+            # they cannot be told apart, and the count is an upper bound.
+            known = name in categories
+            lag = await reader.events_after(position, categories.get(name))
+            shown = lag if known or out.as_json else f"<={lag}"
+            owner = token if token else "-"  # 0: written by a runner that shares nothing
+            table.append(
+                [name, partition, generation, position, head, shown, known, owner, updated]
+            )
         out.table(
             "projections",
             [
@@ -255,6 +301,8 @@ async def _projections_status(args: argparse.Namespace, out: Output) -> None:
                 "checkpoint",
                 "head",
                 "lag events",
+                "lag exact",
+                "owner token",
                 "updated",
             ],
             table,
@@ -392,6 +440,11 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--sink", default=env("EVENTTAPE_SINK_URL"), required=not env("EVENTTAPE_SINK_URL")
     )
+    status.add_argument(
+        "--projections",
+        default=env("EVENTTAPE_PROJECTIONS"),
+        help="module:list of projections, to count lag only in their categories",
+    )
     status.set_defaults(run=_projections_status)
     rebuild = projection_commands.add_parser("rebuild", help="rebuild one projection")
     rebuild.add_argument("name")
@@ -414,6 +467,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(error: BaseException) -> None:
+    print(f"eventtape: {safe(error)}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``eventtape`` command line; return its exit code."""
     args = _parser().parse_args(argv)
@@ -421,22 +478,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(args.run(args, out))
     except CliError as error:
-        print(f"eventtape: {error}", file=sys.stderr)
+        _fail(error)
         return error.code
     except (StreamNotFound, AggregateNotFound) as error:
-        print(f"eventtape: {error}", file=sys.stderr)
+        _fail(error)
         return EXIT_NOT_FOUND
     except InvalidStreamId as error:
-        print(f"eventtape: {error}", file=sys.stderr)
+        _fail(error)
         return EXIT_USAGE
     except StoreUnavailable as error:
-        print(f"eventtape: {error}", file=sys.stderr)
+        _fail(error)
         return EXIT_UNAVAILABLE
     except StoreConfigurationError as error:
-        print(f"eventtape: {error}", file=sys.stderr)
+        _fail(error)
         return EXIT_CONFIG
     except EventtapeError as error:
-        print(f"eventtape: {error}", file=sys.stderr)
+        _fail(error)
         return 1
     except KeyboardInterrupt:
         return EXIT_OK

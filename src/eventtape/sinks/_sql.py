@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from .._core.errors import Fenced
 from .._core.events import Event, RecordedEvent
 from .._core.sinks import ParkedEvent
-from .._core.wire import CHECKPOINTS_TABLE, GENERATIONS_TABLE, PARKED_TABLE
+from .._core.wire import CHECKPOINTS_TABLE, GENERATIONS_TABLE, OWNER_TOKEN_COLUMN, PARKED_TABLE
 
-__all__ = ["SqlSink", "checked_identifier", "schema", "view_sql"]
+__all__ = ["SqlSink", "checked_identifier", "owner_token_column", "schema", "view_sql"]
 
 
 def schema(*, position_type: str, timestamp_type: str) -> tuple[str, ...]:
@@ -23,6 +24,7 @@ def schema(*, position_type: str, timestamp_type: str) -> tuple[str, ...]:
         f"""CREATE TABLE IF NOT EXISTS {CHECKPOINTS_TABLE} (
         projection TEXT NOT NULL, partition TEXT NOT NULL, generation INTEGER NOT NULL,
         position {position_type} NOT NULL, updated_at {timestamp_type} NOT NULL,
+        {owner_token_column(position_type)},
         PRIMARY KEY (projection, partition, generation))""",
         f"""CREATE TABLE IF NOT EXISTS {GENERATIONS_TABLE} (
         projection TEXT PRIMARY KEY, generation INTEGER NOT NULL)""",
@@ -32,6 +34,11 @@ def schema(*, position_type: str, timestamp_type: str) -> tuple[str, ...]:
         error TEXT NOT NULL, parked_at {timestamp_type} NOT NULL,
         PRIMARY KEY (projection, partition, position))""",
     )
+
+
+def owner_token_column(integer_type: str) -> str:
+    """The checkpoint column holding the fencing token (added to older tables on start)."""
+    return f"{OWNER_TOKEN_COLUMN} {integer_type} NOT NULL DEFAULT 0"
 
 
 class SqlSink:
@@ -76,20 +83,89 @@ class SqlSink:
         return int(rows[0][0]) if rows else 0
 
     async def save_position(
-        self, tx: Any, projection: str, partition: str, generation: int, position: int
+        self,
+        tx: Any,
+        projection: str,
+        partition: str,
+        generation: int,
+        position: int,
+        *,
+        token: int | None = None,
     ) -> None:
         """See :meth:`eventtape.ReadModelSink.save_position`."""
-        await tx.execute(
-            f"INSERT INTO {CHECKPOINTS_TABLE}"
-            f" (projection, partition, generation, position, updated_at) VALUES ({self._marks(5)})"
+        if token is None:
+            await tx.execute(
+                f"INSERT INTO {CHECKPOINTS_TABLE}"
+                " (projection, partition, generation, position, updated_at)"
+                f" VALUES ({self._marks(5)})"
+                " ON CONFLICT (projection, partition, generation)"
+                " DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+                projection,
+                partition,
+                generation,
+                position,
+                self._timestamp(datetime.now(UTC)),
+            )
+            return
+        await self._fenced_upsert(
+            tx, projection, partition, generation, token, position, "position = excluded.position,"
+        )
+
+    async def claim(
+        self, tx: Any, projection: str, partition: str, generation: int, token: int
+    ) -> int:
+        """See :meth:`eventtape.ReadModelSink.claim`."""
+        return await self._fenced_upsert(tx, projection, partition, generation, token, 0, "")
+
+    async def _fenced_upsert(
+        self,
+        tx: Any,
+        projection: str,
+        partition: str,
+        generation: int,
+        token: int,
+        position: int,
+        set_position: str,
+    ) -> int:
+        # One statement, so the check and the write are one step under the row's lock: the
+        # row is updated only if the stored token is not newer than ours.
+        table, column = CHECKPOINTS_TABLE, OWNER_TOKEN_COLUMN
+        row = await tx.fetchrow(
+            f"INSERT INTO {table}"
+            f" (projection, partition, generation, position, updated_at, {column})"
+            f" VALUES ({self._marks(6)})"
             " ON CONFLICT (projection, partition, generation)"
-            " DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+            f" DO UPDATE SET {set_position} updated_at = excluded.updated_at,"
+            f" {column} = excluded.{column}"
+            f" WHERE {table}.{column} <= excluded.{column}"
+            f" RETURNING position",
             projection,
             partition,
             generation,
             position,
             self._timestamp(datetime.now(UTC)),
+            token,
         )
+        if row is None:
+            stored = await tx.fetchval(
+                f"SELECT {column} FROM {table} WHERE projection = {self._p(1)}"
+                f" AND partition = {self._p(2)} AND generation = {self._p(3)}",
+                projection,
+                partition,
+                generation,
+            )
+            raise Fenced(projection, partition, token, int(stored))
+        return int(row[0])
+
+    async def owner_tokens(self, projection: str, generation: int) -> dict[str, int]:
+        """Return the fencing token stored with each partition's checkpoint of a generation."""
+        rows = await self.fetch(
+            f"SELECT partition, {OWNER_TOKEN_COLUMN} FROM {CHECKPOINTS_TABLE}"
+            f" WHERE projection = {self._p(1)} AND generation = {self._p(2)}",
+            projection,
+            generation,
+        )
+        return {str(row[0]): int(row[1]) for row in rows}
 
     async def activate(
         self, tx: Any, projection: str, tables: Sequence[str], generation: int

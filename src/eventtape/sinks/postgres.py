@@ -19,11 +19,24 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         'the PostgreSQL sink needs asyncpg: pip install "eventtape[postgres]"'
     ) from error
 
-from ._sql import SqlSink, checked_identifier, schema
+from .._core.wire import CHECKPOINTS_TABLE, OWNER_TOKEN_COLUMN
+from ._sql import SqlSink, checked_identifier, owner_token_column, schema
 
 __all__ = ["PostgresSink", "PostgresTransaction"]
 
-_SCHEMA = schema(position_type="BIGINT", timestamp_type="TIMESTAMPTZ")
+_SCHEMA = (
+    *schema(position_type="BIGINT", timestamp_type="TIMESTAMPTZ"),
+    # Checkpoint tables made before fencing get its token column; checked first, so a start
+    # does not take the table's exclusive lock when there is nothing to change.
+    f"""DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+        AND table_name = '{CHECKPOINTS_TABLE}' AND column_name = '{OWNER_TOKEN_COLUMN}') THEN
+      ALTER TABLE {CHECKPOINTS_TABLE} ADD COLUMN IF NOT EXISTS {owner_token_column("BIGINT")};
+    END IF; END $$""",
+)
+
+
+_SCHEMA_LOCK = 0x6576_7461_7065  # an advisory lock id ("evtape"): eventtape's own DDL takes turns
 
 
 class PostgresTransaction:
@@ -115,9 +128,13 @@ class PostgresSink(SqlSink):
         """Connect, create the schema and eventtape's tables."""
         if self._pool is not None:
             return
+        # Several copies of a service start at once: concurrent CREATE ... IF NOT EXISTS of the
+        # same name can still fail on PostgreSQL's catalog, so creations take turns.
         connection = await asyncpg.connect(self._dsn)
         try:
-            await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
+            async with connection.transaction():
+                await connection.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+                await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
         finally:
             await connection.close()
         self._pool = await asyncpg.create_pool(
@@ -126,7 +143,8 @@ class PostgresSink(SqlSink):
             max_size=self._max_size,
             server_settings={"search_path": self._schema},
         )
-        async with self._pool.acquire() as connection:
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
             for statement in _SCHEMA:
                 await connection.execute(statement)
 

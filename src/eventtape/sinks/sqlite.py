@@ -15,7 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from ._sql import SqlSink, schema
+from .._core.wire import CHECKPOINTS_TABLE, OWNER_TOKEN_COLUMN
+from ._sql import SqlSink, owner_token_column, schema
 
 __all__ = ["SqliteSink", "SqliteTransaction"]
 
@@ -61,6 +62,22 @@ class SqliteTransaction:
             self._connection.execute(f'DROP TABLE IF EXISTS "{table}"')
 
 
+def _add_owner_token(connection: sqlite3.Connection) -> None:
+    """Give a checkpoint table made before fencing its token column (idempotent, and safe when
+    several processes start at once: the check and the change run in one write transaction)."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in connection.execute(f"PRAGMA table_info({CHECKPOINTS_TABLE})")}
+        if OWNER_TOKEN_COLUMN not in columns:
+            connection.execute(
+                f"ALTER TABLE {CHECKPOINTS_TABLE} ADD COLUMN {owner_token_column('INTEGER')}"
+            )
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
 class SqliteSink(SqlSink):
     """Read models and checkpoints in one SQLite database file.
 
@@ -95,6 +112,7 @@ class SqliteSink(SqlSink):
         connection.execute("PRAGMA busy_timeout=10000")
         for statement in _SCHEMA:
             connection.execute(statement)
+        _add_owner_token(connection)
         self._connection = connection
 
     async def aclose(self) -> None:

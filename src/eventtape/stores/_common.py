@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 from .._core.conditions import ExpectedVersion, StreamState
-from .._core.errors import ConcurrencyError
+from .._core.errors import ConcurrencyError, InvalidArgument
 from .._core.events import Event, NewEvent, new_event_id
 from .._core.registry import EventRegistry
 
@@ -25,7 +25,7 @@ _set = object.__setattr__
 def to_new_events(events: Sequence[Event | NewEvent[Event]]) -> list[NewEvent[Event]]:
     """Normalise an append's events, refusing an empty list and repeated ids."""
     if isinstance(events, (Event, NewEvent)):
-        raise TypeError("append() takes a sequence of events; wrap a single event in a list")
+        raise InvalidArgument("append() takes a sequence of events; wrap a single event in a list")
     new: list[NewEvent[Event]] = []
     for item in events:
         if isinstance(item, Event):
@@ -37,11 +37,11 @@ def to_new_events(events: Sequence[Event | NewEvent[Event]]) -> list[NewEvent[Ev
         elif isinstance(item, NewEvent) and isinstance(item.event, Event):
             new.append(item)
         else:
-            raise TypeError(f"cannot append {item!r}: not an eventtape.Event or NewEvent")
+            raise InvalidArgument(f"cannot append {item!r}: not an eventtape.Event or NewEvent")
     if not new:
-        raise ValueError("append() needs at least one event")
+        raise InvalidArgument("append() needs at least one event")
     if len(new) > 1 and len({item.event_id for item in new}) != len(new):
-        raise ValueError("append() was given the same event id twice")
+        raise InvalidArgument("append() was given the same event id twice")
     return new
 
 
@@ -65,9 +65,9 @@ def validate_expected_version(expected: object) -> ExpectedVersion:
         return expected
     if isinstance(expected, int) and not isinstance(expected, bool):
         if expected < 0:
-            raise ValueError(f"expected_version must be >= 0, not {expected}")
+            raise InvalidArgument(f"expected_version must be >= 0, not {expected}")
         return expected
-    raise TypeError(f"expected_version must be an int or a StreamState, not {expected!r}")
+    raise InvalidArgument(f"expected_version must be an int or a StreamState, not {expected!r}")
 
 
 def event_type_names(
@@ -77,7 +77,7 @@ def event_type_names(
     if event_types is None:
         return None
     if isinstance(event_types, str):
-        raise TypeError("event_types takes a collection of names or classes, not one string")
+        raise InvalidArgument("event_types takes a collection of names or classes, not one string")
     return frozenset(
         item if isinstance(item, str) else registry.name_of(item) for item in event_types
     )
@@ -85,5 +85,7 @@ def event_type_names(
 
 def validate_range(name: str, value: int | None, minimum: int) -> None:
     """Raise ``ValueError`` if an optional integer argument is below ``minimum``."""
-    if value is not None and (not isinstance(value, int) or value < minimum):
-        raise ValueError(f"{name} must be an int >= {minimum}, not {value!r}")
+    if value is not None and (
+        not isinstance(value, int) or isinstance(value, bool) or value < minimum
+    ):
+        raise InvalidArgument(f"{name} must be an int >= {minimum}, not {value!r}")

@@ -21,6 +21,7 @@ from .._core.events import EMPTY_HEADERS, Event, Metadata, NewEvent, RecordedEve
 from .._core.registry import EventRegistry
 from .._core.snapshots import Snapshot
 from .._core.stream_ids import category_of, validate_stream_id
+from .._core.telemetry import append_instruments, with_trace_context
 from ._common import (
     check_expected_version,
     event_type_names,
@@ -75,6 +76,20 @@ class InMemoryEventStore:
         validate_stream_id(stream_id)
         validate_expected_version(expected_version)
         new = to_new_events(events)
+        metadata = with_trace_context(metadata)
+        instruments = append_instruments()
+        if instruments is None:
+            return self._append(stream_id, new, expected_version, metadata)
+        with instruments.measure("memory", category_of(stream_id), len(new)):
+            return self._append(stream_id, new, expected_version, metadata)
+
+    def _append(
+        self,
+        stream_id: str,
+        new: list[NewEvent[Event]],
+        expected_version: ExpectedVersion,
+        metadata: Metadata | None,
+    ) -> AppendResult:
         stream = self._streams.get(stream_id)
         actual = len(stream) if stream is not None else 0
 

@@ -14,6 +14,8 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 from ._codec import MAX_EVENTS_PER_APPEND as MAX_EVENTS_PER_APPEND
 from ._codec import POSITION_STRIDE as POSITION_STRIDE
 from ._config import JetStreamConfig as JetStreamConfig
+from ._keys import JetStreamKeyStore as JetStreamKeyStore
+from ._leases import JetStreamLeases as JetStreamLeases
 from ._provision import MINIMUM_SERVER as MINIMUM_SERVER
 from ._snapshots import JetStreamSnapshotStore as JetStreamSnapshotStore
 from ._store import JetStreamEventStore as JetStreamEventStore
@@ -25,6 +27,8 @@ __all__ = [
     "POSITION_STRIDE",
     "JetStreamConfig",
     "JetStreamEventStore",
+    "JetStreamKeyStore",
+    "JetStreamLeases",
     "JetStreamSnapshotStore",
     "JetStreamSubscription",
 ]

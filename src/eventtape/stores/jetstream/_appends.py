@@ -3,17 +3,33 @@ retries that never duplicate (see :class:`JetStreamEventStore` for the layout)."
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
+import random
 from collections.abc import Sequence
 from typing import Any
 
 from nats.aio.client import Client
-from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import (
+    ConnectionClosedError,
+    ConnectionDrainingError,
+    ConnectionReconnectingError,
+    MaxPayloadError,
+    NoRespondersError,
+    OutboundBufferLimitError,
+)
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 
 from ..._core.conditions import AppendResult, ExpectedVersion, StreamState
-from ..._core.errors import ConcurrencyError, DuplicateEventId, EventtapeError, StoreUnavailable
+from ..._core.errors import (
+    AppendRefused,
+    ConcurrencyError,
+    DuplicateEventId,
+    InvalidArgument,
+    StoreUnavailable,
+)
 from ..._core.events import EMPTY_METADATA, Event, Metadata, NewEvent
 from ..._core.registry import EventRegistry
 from ..._core.stream_ids import category_of, validate_stream_id
@@ -31,8 +47,15 @@ from ._direct import DirectGet
 
 __all__ = ["Appender"]
 
-_WRONG_LAST_SEQUENCE = 10071
+# "wrong last sequence": 10071 on a single server; 10164 on a replicated stream while another
+# conditional publish to the same subject is in flight. Both mean "someone else was first".
+_WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
+# "duplicate message id is in process" (replicated streams): a retry overlapping its original.
+_DUPLICATE_IN_PROCESS = 10158
 _TAIL_CACHE_SIZE = 100_000
+# Room the protocol line and the headers take besides the body, when checking max_payload.
+_HEADER_ALLOWANCE = 512
+_BACKOFF_BASE, _BACKOFF_CAP = 0.002, 0.1
 
 
 class Appender:
@@ -69,25 +92,34 @@ class Appender:
         validate_expected_version(expected_version)
         new = to_new_events(events)
         if len(new) > MAX_EVENTS_PER_APPEND:
-            raise ValueError(
+            raise InvalidArgument(
                 f"an append holds at most {MAX_EVENTS_PER_APPEND} events on JetStream, "
                 f"not {len(new)}; split it"
             )
         subject = self._config.subject(category_of(stream_id), stream_id)
         meta = metadata or EMPTY_METADATA
         attempts = self._config.max_append_attempts
-        for _ in range(attempts):
-            tail = await self._expected_tail(stream_id, subject, expected_version, new)
+        refresh = False  # re-read the tail: the cached one lost a race a moment ago
+        for attempt in range(attempts):
+            try:
+                tail = await self._expected_tail(stream_id, subject, expected_version, new, refresh)
+            except StoreUnavailable as unavailable:
+                raise StoreUnavailable(
+                    f"cannot read {stream_id!r} before appending to it ({unavailable}): nothing"
+                    " was stored",
+                    stored=False,
+                ) from unavailable
             if isinstance(tail, AppendResult):
                 return tail
             version, sequence = tail
             body, _ = encode_append(self._registry, stream_id, version + 1, new, meta)
+            self._check_size(stream_id, body, len(new))
             headers = {
                 "Nats-Msg-Id": str(new[0].event_id),
                 "Nats-Expected-Last-Subject-Sequence": str(sequence),
                 LAST_VERSION_HEADER: str(version + len(new)),
             }
-            ack = await self._publish(subject, body, headers)
+            ack = await self._publish(stream_id, subject, body, headers)
             error = ack.get("error")
             if error is None:
                 if ack.get("duplicate"):
@@ -95,19 +127,40 @@ class Appender:
                 acked = int(ack["seq"])
                 self.remember(stream_id, version + len(new), acked)
                 return _result(stream_id, version + 1, len(new), acked)
-            if error.get("err_code") != _WRONG_LAST_SEQUENCE:
-                raise EventtapeError(f"JetStream refused the append to {stream_id!r}: {error}")
+            code = error.get("err_code")
+            if code == _DUPLICATE_IN_PROCESS:
+                # An earlier try of this very append is being stored right now: wait for it,
+                # then the same publish is answered "duplicate" (or conflicts, and is found).
+                await _backoff(attempt)
+                continue
+            if code not in _WRONG_LAST_SEQUENCE:
+                raise AppendRefused(stream_id, f"JetStream answered {error}")
             # Someone appended first, or an earlier try of this very append was stored.
             retried = await self._find_retry(stream_id, subject, version, sequence, new)
             if retried is not None:
                 return retried
-            actual = await self.refresh_tail(stream_id, subject)
             if isinstance(expected_version, int) or expected_version is StreamState.NO_STREAM:
+                actual = await self.refresh_tail(stream_id, subject)
                 raise ConcurrencyError(stream_id, expected_version, actual[0])
-        raise StoreUnavailable(
-            f"gave up appending to {stream_id!r} after {attempts} attempts: others kept "
-            "appending first"
+            # ANY or STREAM_EXISTS: after a random pause (racing writers spread out instead of
+            # the last winner winning every time), read the tail again and retry.
+            refresh = True
+            await _backoff(attempt)
+        raise AppendRefused(
+            stream_id,
+            f"others kept appending first; gave up after {attempts} attempts (max_append_attempts)",
         )
+
+    def _check_size(self, stream_id: str, body: bytes, count: int) -> None:
+        """Refuse, before sending, what the server would refuse as too large."""
+        limit = self._nc.max_payload
+        if limit and len(body) + _HEADER_ALLOWANCE > limit:
+            raise AppendRefused(
+                stream_id,
+                f"{count} event(s) encode to {len(body)} bytes, more than the server's"
+                f" max_payload of {limit} bytes (an append is one message: split it, or raise"
+                " max_payload in the server's configuration, up to 8 MiB)",
+            )
 
     async def _expected_tail(
         self,
@@ -115,8 +168,12 @@ class Appender:
         subject: str,
         expected: ExpectedVersion,
         new: list[NewEvent[Event]],
+        refresh: bool = False,
     ) -> tuple[int, int] | AppendResult:
-        """Return the (version, sequence) to append after, or the result of an earlier try."""
+        """Return the (version, sequence) to append after, or the result of an earlier try.
+
+        ``refresh``: read the tail from the server even if one is cached.
+        """
         if expected == 0 or expected is StreamState.NO_STREAM:
             return 0, 0
         cached = self.tails.get(stream_id)
@@ -131,7 +188,10 @@ class Appender:
                 return retried
             raise ConcurrencyError(stream_id, expected, tail[0])
         # ANY or STREAM_EXISTS: a cached tail is only a guess; a wrong guess costs a retry.
-        tail = cached if cached is not None else await self.refresh_tail(stream_id, subject)
+        if cached is not None and not refresh:
+            tail = cached
+        else:
+            tail = await self.refresh_tail(stream_id, subject)
         if expected is StreamState.STREAM_EXISTS and tail[0] == 0:
             raise ConcurrencyError(stream_id, expected, 0)
         return tail
@@ -196,8 +256,9 @@ class Appender:
         """Check a de-duplicated append really is a retry of ``new``, and return its result."""
         message = await self._direct.by_sequence(sequence)
         if message is None:
-            raise EventtapeError(
-                f"the server reported a duplicate at sequence {sequence}, now gone"
+            raise StoreUnavailable(
+                f"the server reported a duplicate of the append to {stream_id!r} at sequence"
+                f" {sequence}, which cannot be read back: the outcome is unknown"
             )
         original = decode_envelope(message, self._prefix)
         if original.stream_id != stream_id:
@@ -210,21 +271,50 @@ class Appender:
             )
         return _result(stream_id, original.first_version, len(new), sequence)
 
-    async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    async def _publish(
+        self, stream_id: str, subject: str, body: bytes, headers: dict[str, str]
+    ) -> dict[str, Any]:
+        """Send one append and return the server's answer; every failure is one of ours."""
         try:
             reply = await self._nc.request(
                 subject, body, timeout=self._config.request_timeout, headers=headers
             )
         except (NatsTimeout, ConnectionClosedError) as error:
             raise StoreUnavailable(
-                f"no acknowledgement for the append on {subject!r} ({error!r}); it may or may "
-                "not be stored: retrying the same events is safe"
+                f"no acknowledgement for the append to {stream_id!r} ({error!r}): the outcome"
+                " is unknown, the events may or may not be stored; retrying the same events is"
+                " safe"
             ) from error
         except NoRespondersError as error:
             raise StoreUnavailable(
-                f"JetStream is not answering on {subject!r}: nothing was appended"
+                f"JetStream is not answering on {subject!r} (no stream, or no server holding"
+                f" it): nothing was stored for {stream_id!r}",
+                stored=False,
             ) from error
-        ack: dict[str, Any] = json.loads(reply.data)
+        except MaxPayloadError as error:
+            raise AppendRefused(stream_id, f"too large for the server ({error})") from error
+        except (
+            OutboundBufferLimitError,
+            ConnectionReconnectingError,
+            ConnectionDrainingError,
+        ) as error:
+            raise StoreUnavailable(
+                f"the connection is down or closing ({error!r}): the append to {stream_id!r}"
+                " was not sent, nothing was stored",
+                stored=False,
+            ) from error
+        except NatsError as error:
+            raise StoreUnavailable(
+                f"the append to {stream_id!r} failed in the client ({error!r}): the outcome is"
+                " unknown; retrying the same events is safe"
+            ) from error
+        try:
+            ack: dict[str, Any] = json.loads(reply.data)
+        except ValueError as error:
+            raise StoreUnavailable(
+                f"the acknowledgement for {stream_id!r} is not JSON ({reply.data[:200]!r}):"
+                " the outcome is unknown"
+            ) from error
         return ack
 
     async def refresh_tail(self, stream_id: str, subject: str) -> tuple[int, int]:
@@ -238,12 +328,23 @@ class Appender:
         self.remember(stream_id, version, message.sequence)
         return version, message.sequence
 
+    def remember_if_newer(self, stream_id: str, version: int, sequence: int) -> None:
+        """Remember a tail seen by a read, unless a later one is known (a replica behind)."""
+        known = self.tails.get(stream_id)
+        if known is None or known[1] < sequence:
+            self.remember(stream_id, version, sequence)
+
     def remember(self, stream_id: str, version: int, sequence: int) -> None:
         tails = self.tails
         tails[stream_id] = (version, sequence)
         tails.move_to_end(stream_id)
         if len(tails) > _TAIL_CACHE_SIZE:
             tails.popitem(last=False)
+
+
+async def _backoff(attempt: int) -> None:
+    """Sleep a random time up to an exponentially growing cap ("full jitter")."""
+    await asyncio.sleep(random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)))
 
 
 def _result(stream_id: str, first_version: int, count: int, sequence: int) -> AppendResult:

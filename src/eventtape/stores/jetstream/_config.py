@@ -35,6 +35,10 @@ class JetStreamConfig:
             a wake-up (a safety net; appends wake it at once).
         max_append_attempts: Tries for an append that expects ``ANY`` or ``STREAM_EXISTS``
             when others keep appending to the same stream in between.
+        create_stream: Create the stream when it does not exist. Turn it off once a deployment
+            holds events: a stream gone after a power loss or a mistaken delete is then an
+            error (:class:`eventtape.StoreConfigurationError`) instead of an empty stream that
+            everything carries on over.
         stored_prefix: Where the server republishes the headers of every stored message
             (default ``_eventtape_stored.<stream>``): subscriptions wake on these, which are sent
             only
@@ -54,6 +58,7 @@ class JetStreamConfig:
     poll_interval: float = 1.0
     max_append_attempts: int = 50
     stored_prefix: str | None = None
+    create_stream: bool = True
 
     def __post_init__(self) -> None:
         if not _TOKEN.fullmatch(self.stream):

@@ -58,6 +58,12 @@ async def provision_stream(nc: Client, config: JetStreamConfig) -> None:
     try:
         info = await js.stream_info(config.stream)
     except NotFoundError:
+        if not config.create_stream:
+            raise StoreConfigurationError(
+                f"the JetStream stream {config.stream!r} does not exist, and this store may not"
+                " create it (create_stream=False): if it held events, they were lost (restore"
+                " it); for a new deployment, create it once with create_stream=True"
+            ) from None
         await js.add_stream(wanted)
         return
     except Exception as error:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 from nats.aio.client import Client
@@ -77,13 +77,25 @@ class RawReader:
     async def head_position(self) -> int:
         return await self._direct.head_position(self._prefix)
 
-    async def events_after(self, position: int) -> int:
-        """How many events lie after ``position`` (counted up to 10,000)."""
+    async def events_after(self, position: int, categories: Collection[str] | None = None) -> int:
+        """How many events lie after ``position`` (counted up to 10,000).
+
+        Args:
+            position: Count the events after this one.
+            categories: Count only events of these stream categories (``None``: all).
+        """
+        only = set(categories) if categories is not None else None
+        subject = self._config.filter_subject(
+            next(iter(only)) if only is not None and len(only) == 1 else None
+        )
         count = 0
         async for message in self._direct.batch(
-            sequence_of(position), self._config.filter_subject(), batch=self._config.read_batch
+            max(sequence_of(position), 1), subject, batch=self._config.read_batch
         ):
-            for entry in self._entries(decode_envelope(message, self._prefix)):
+            envelope = decode_envelope(message, self._prefix)
+            if only is not None and category_of(envelope.stream_id) not in only:
+                continue
+            for entry in self._entries(envelope):
                 if entry["position"] > position:
                     count += 1
             if count >= _COUNT_LIMIT:

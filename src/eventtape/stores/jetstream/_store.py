@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import re
 from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any, Self
 
 import nats
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 
 from ..._core.conditions import AppendResult, ExpectedVersion, StreamState
 from ..._core.errors import (
@@ -18,6 +21,7 @@ from ..._core.errors import (
 from ..._core.events import Event, Metadata, NewEvent, RecordedEvent
 from ..._core.registry import EventRegistry
 from ..._core.stream_ids import category_of, validate_stream_id
+from ..._core.telemetry import append_instruments, with_trace_context
 from .._common import event_type_names, validate_range
 from ._appends import Appender
 from ._codec import (
@@ -33,6 +37,8 @@ from ._provision import provision_stream
 from ._subscription import JetStreamSubscription
 
 __all__ = ["JetStreamEventStore"]
+
+_STALE_READ_RETRIES = 14  # about a second in all
 
 _WRONG_LAST_SEQUENCE = 10071
 _ACTUAL_SEQUENCE = re.compile(r"wrong last sequence: (\d+)")
@@ -92,7 +98,8 @@ class JetStreamEventStore:
         """Connect to NATS, create or verify the stream, and return a store owning the connection.
 
         Args:
-            servers: Server URL(s), such as ``"nats://127.0.0.1:4222"``.
+            servers: Server URL(s), such as ``"nats://127.0.0.1:4222"``; a string may list
+                several, comma-separated (the ``NATS_URL`` convention), as for a cluster.
             registry: The event registry.
             config: Stream layout and timeouts.
             **connect_options: Passed to :func:`nats.connect` (credentials, TLS, names ...).
@@ -101,6 +108,8 @@ class JetStreamEventStore:
             StoreUnavailable: If no server answers.
             StoreConfigurationError: If the server is too old or the stream conflicts.
         """
+        if isinstance(servers, str):
+            servers = [url.strip() for url in servers.split(",") if url.strip()]
         try:
             nc = await nats.connect(servers, **connect_options)
         except Exception as error:
@@ -156,9 +165,19 @@ class JetStreamEventStore:
         stream's tail (the usual case after loading an aggregate), or the stream is new.
         """
         self._check_started()
-        return await self._appender.append(
-            stream_id, events, expected_version=expected_version, metadata=metadata
-        )
+        metadata = with_trace_context(metadata)
+        instruments = append_instruments()
+        if instruments is None:
+            return await self._appender.append(
+                stream_id, events, expected_version=expected_version, metadata=metadata
+            )
+        # The category for metrics, if the id is a valid one (else the append refuses it).
+        category = category_of(stream_id) if isinstance(stream_id, str) else ""
+        count = len(events) if isinstance(events, Sequence) else 0
+        with instruments.measure("jetstream", category, count):
+            return await self._appender.append(
+                stream_id, events, expected_version=expected_version, metadata=metadata
+            )
 
     # -- reading -------------------------------------------------------------------------
 
@@ -175,21 +194,63 @@ class JetStreamEventStore:
 
         One batched direct get per ``read_batch`` appends; with a ``position_hint`` (a
         snapshot's position) reading starts at that append instead of the stream's first.
+
+        Reads your writes: on a replicated stream a direct get may be answered by a follower
+        that has not yet stored the latest append. When this store knows the stream reached a
+        later version (it appended it, or read it before), a read that ends short of it is
+        read again from where it stopped, for up to a second, until it catches up.
         """
         self._check_started()
         validate_stream_id(stream_id)
         validate_range("from_version", from_version, 1)
         validate_range("to_version", to_version, 0)
         validate_range("limit", limit, 0)
-        subject = self._config.subject(category_of(stream_id), stream_id)
-        last = to_version if to_version is not None else float("inf")
+        last = to_version if to_version is not None else None
         if limit is not None:
-            last = min(last, from_version - 1 + limit)
+            last = min(
+                last if last is not None else limit + from_version - 1, from_version - 1 + limit
+            )
         if from_version > 1 and position_hint is None and stream_id not in self._appender.tails:
             # One direct get for the stream's tail: a read of its last versions then starts
             # there instead of walking the whole store from sequence 1.
-            await self._appender.refresh_tail(stream_id, subject)
-        start = self._start_sequence(stream_id, from_version, position_hint)
+            await self._appender.refresh_tail(
+                stream_id, self._config.subject(category_of(stream_id), stream_id)
+            )
+        seen = from_version - 1
+        hint = position_hint
+        for attempt in range(_STALE_READ_RETRIES):
+            try:
+                async for record in self._read_once(stream_id, seen + 1, last, hint):
+                    seen = record.version
+                    yield record
+            except StreamNotFound:
+                if stream_id not in self._appender.tails:
+                    raise
+            known = self._appender.tails.get(stream_id)
+            target = known[0] if known is not None else 0
+            if last is not None:
+                target = min(target, last)
+            if seen >= target:
+                return
+            hint = None
+            await asyncio.sleep(0.01 * (attempt + 1))
+        raise StoreUnavailable(
+            f"the replicas answering reads of {stream_id!r} stay behind version {target}, which"
+            f" this store saw; they returned up to version {seen}"
+        )
+
+    async def _read_once(
+        self,
+        stream_id: str,
+        from_version: int,
+        last: int | None,
+        position_hint: int | None,
+        *,
+        use_hints: bool = True,
+    ) -> AsyncIterator[RecordedEvent[Event]]:
+        """One pass over a stream's messages from ``from_version`` up to ``last``."""
+        subject = self._config.subject(category_of(stream_id), stream_id)
+        start = self._start_sequence(stream_id, from_version, position_hint) if use_hints else 1
         found = False
         envelope: Envelope | None = None
         async for message in self._direct.batch(start, subject, batch=self._config.read_batch):
@@ -198,8 +259,8 @@ class JetStreamEventStore:
                 # A hint past the versions asked for (the stream was re-created, or the
                 # range starts before the hinted message): read from the beginning instead.
                 self._firsts.pop(stream_id, None)
-                async for record in self._read_from_first(
-                    stream_id, from_version, to_version, limit
+                async for record in self._read_once(
+                    stream_id, from_version, last, None, use_hints=False
                 ):
                     yield record
                 return
@@ -208,23 +269,23 @@ class JetStreamEventStore:
             found = True
             if envelope.last_version < from_version:
                 continue
-            if envelope.first_version > last:
+            if last is not None and envelope.first_version > last:
                 return
             first = envelope.first_version
-            upto = None if last == float("inf") else int(last) - first
+            upto = None if last is None else last - first
             for record in envelope.records(self._registry, from_version - first, upto):
                 yield record
         if not found:
             if start > 1:  # a hint past the stream's end: read from the beginning instead
                 self._firsts.pop(stream_id, None)
-                async for record in self._read_from_first(
-                    stream_id, from_version, to_version, limit
+                async for record in self._read_once(
+                    stream_id, from_version, last, None, use_hints=False
                 ):
                     yield record
                 return
             raise StreamNotFound(stream_id)
         if envelope is not None:
-            self._appender.remember(stream_id, envelope.last_version, envelope.sequence)
+            self._appender.remember_if_newer(stream_id, envelope.last_version, envelope.sequence)
 
     def _start_sequence(self, stream_id: str, from_version: int, position_hint: int | None) -> int:
         """Where a stream's batched read starts: never before what a hint says.
@@ -242,15 +303,6 @@ class JetStreamEventStore:
             if from_version >= version:
                 return sequence
         return self._firsts.get(stream_id, 1)
-
-    async def _read_from_first(
-        self, stream_id: str, from_version: int, to_version: int | None, limit: int | None
-    ) -> AsyncIterator[RecordedEvent[Event]]:
-        self._appender.tails.pop(stream_id, None)
-        async for record in self.read_stream(
-            stream_id, from_version=from_version, to_version=to_version, limit=limit
-        ):
-            yield record
 
     def _remember_first(self, stream_id: str, sequence: int) -> None:
         firsts = self._firsts
@@ -379,10 +431,13 @@ class JetStreamEventStore:
         """End every subscription, stop reading replies, and close an owned connection."""
         for subscription in list(self._subscriptions):
             await subscription.aclose()
-        await self._direct.close()
         self._started = False
+        # Closing must not fail because the server is gone: what is lost then is lost anyway.
+        with contextlib.suppress(OSError, NatsError):
+            await self._direct.close()
         if self._owns_connection and not self._nc.is_closed:
-            await self._nc.close()
+            with contextlib.suppress(OSError, NatsError):
+                await self._nc.close()
 
     async def __aenter__(self) -> Self:
         await self.start()

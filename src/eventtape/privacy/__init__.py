@@ -1,0 +1,12 @@
+"""Personal data you can forget: fields encrypted per data subject, erased by destroying a key.
+
+Needs the ``crypto`` extra (``cryptography``). See the privacy guide.
+"""
+
+from .._core.privacy import FORGOTTEN as FORGOTTEN
+from .._core.privacy import KeyStore as KeyStore
+from .._core.privacy import Personal as Personal
+from ._keys import InMemoryKeyStore as InMemoryKeyStore
+from ._store import PrivateEventStore as PrivateEventStore
+
+__all__ = ["FORGOTTEN", "InMemoryKeyStore", "KeyStore", "Personal", "PrivateEventStore"]
