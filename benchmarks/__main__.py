@@ -14,6 +14,7 @@ SUITES = {
     "sagas": "benchmarks.sagas",
     "failover": "benchmarks.failover",
     "order_shop": "benchmarks.order_shop",
+    "baselines": "benchmarks.baselines",
 }
 
 

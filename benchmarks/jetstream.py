@@ -176,6 +176,37 @@ async def raw_batch_ms(nc: Client, stream: str, subject: str, repeat: int) -> fl
     return best
 
 
+async def wire_batch_ms(url: str, stream: str, subject: str, repeat: int) -> float:
+    """Best-of-rounds time for the same batched get over a bare socket, no client library:
+    the server's own floor for sending these messages (bytes received, nothing parsed)."""
+    address = url.split("//")[-1].rsplit("@", 1)[-1]
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        await reader.readline()  # INFO
+        writer.write(
+            b'CONNECT {"verbose":false,"headers":true,"no_responders":true,"protocol":1}\r\n'
+            b"SUB _WIRE.x 1\r\nPING\r\n"
+        )
+        while await reader.readline() != b"PONG\r\n":
+            pass
+        request = json.dumps({"seq": 1, "next_by_subj": subject, "batch": 256}).encode()
+        command = f"PUB $JS.API.DIRECT.GET.{stream} _WIRE.x {len(request)}\r\n".encode()
+        command += request + b"\r\n"
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(repeat):
+                writer.write(command)
+                received = b""
+                while b"NATS/1.0 204" not in received[-300:]:
+                    received += await reader.read(1 << 20)
+            best = min(best, (time.perf_counter() - start) / repeat * 1000)
+        return best
+    finally:
+        writer.close()
+
+
 async def load_ms(repo: Repository[Order], order_id: str, repeat: int) -> float:
     best = float("inf")
     for _ in range(5):
@@ -184,6 +215,73 @@ async def load_ms(repo: Repository[Order], order_id: str, repeat: int) -> float:
             await repo.load(order_id)
         best = min(best, (time.perf_counter() - start) / repeat * 1000)
     return best
+
+
+async def read_ms(store: JetStreamEventStore, stream_id: str, from_version: int) -> float:
+    """Best-of-rounds time of ``read_stream(from_version=...)`` to the end."""
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(10):
+            async for _record in store.read_stream(stream_id, from_version=from_version):
+                pass
+        best = min(best, (time.perf_counter() - start) / 10 * 1000)
+    return best
+
+
+async def tail_and_spread_figures(
+    url: str, store: JetStreamEventStore, nc: Client, load_100: float, quick: bool
+) -> None:
+    """``read_tail_3000``: the last event of a 3,000-event stream, read by a store that has
+    never seen the stream, against the same read on a 10-event stream.
+    ``load_100_in_200k_stream``: a 100-event order whose appends are spread through a stream
+    of N messages (200,000; 20,000 with --quick), against ``load_100`` (contiguous appends)."""
+    for count, stream_id in ((10, "order-tail10"), (3000, "order-tail3000")):
+        for version in range(count):
+            await store.append(stream_id, events(1), expected_version=version)
+    cold = await JetStreamEventStore.connect(url, REGISTRY, config=store.config)
+    try:
+        short = await read_ms(cold, "order-tail10", 10)
+        emit(
+            SUITE,
+            "read_tail_3000",
+            "ms",
+            "lower",
+            await read_ms(cold, "order-tail3000", 3000),
+            ("the same read on a 10-event stream", short),
+        )
+    finally:
+        await cold.aclose()
+
+    size = 20_000 if quick else 200_000
+    js = nc.jetstream()
+    noise, _ = encode_append(REGISTRY, "order-noise", 1, [NewEvent(events(1)[0])], Metadata())
+    repo = Repository(store, Order)
+    order = Order.place("spread", "user")
+    await repo.save(order)
+    gap = size // 100
+    for n in range(99):
+        futures = [
+            await js.publish_async(store.config.subject("order", f"order-n{k % 5000}"), noise)
+            for k in range(n * gap, (n + 1) * gap)
+        ]
+        await asyncio.gather(*futures)
+        order.add_item(SKUS[n % len(SKUS)], 1, PRICE)
+        await repo.save(order)
+    await js.publish_async_completed()
+    name = "load_100_in_200k_stream"  # the same name at the quick size, which it states
+    reader = await JetStreamEventStore.connect(url, REGISTRY, config=store.config)
+    try:
+        emit(
+            SUITE,
+            name,
+            "ms",
+            "lower",
+            await load_ms(Repository(reader, Order), "spread", 5),
+            (f"load_100 (contiguous); this stream holds {size} messages", load_100),
+        )
+    finally:
+        await reader.aclose()
 
 
 async def main(url: str, quick: bool) -> None:
@@ -250,6 +348,19 @@ async def main(url: str, quick: bool) -> None:
             load_100,
             ("raw batched direct get", raw_batch),
         )
+
+        emit(
+            SUITE,
+            "load_100_vs_wire",
+            "ms",
+            "lower",
+            load_100,
+            (
+                "the same batched get over a bare socket, nothing parsed",
+                await wire_batch_ms(url, store.config.stream, subject, 20),
+            ),
+        )
+        await tail_and_spread_figures(url, store, nc, load_100, quick)
 
         snapshots = await JetStreamSnapshotStore.open(
             nc, stream=f"S{store.config.stream}", subject_prefix=f"{prefix}snap"

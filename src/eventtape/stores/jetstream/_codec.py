@@ -218,15 +218,43 @@ class Envelope:
 class StoredMessage:
     """A message as a direct get returns it."""
 
-    __slots__ = ("data", "headers", "sequence", "subject", "timestamp")
+    __slots__ = ("_block", "_headers", "data", "sequence", "subject", "timestamp")
 
     def __init__(self, msg: Msg) -> None:
         headers = msg.headers or {}
         self.sequence = int(headers["Nats-Sequence"])
         self.subject: str = headers["Nats-Subject"]
         self.timestamp: str | None = headers.get("Nats-Time-Stamp")
-        self.headers: dict[str, str] = headers
+        self._headers: dict[str, str] | None = headers
+        self._block: bytes = b""
         self.data: bytes = msg.data
+
+    @classmethod
+    def raw(
+        cls, sequence: int, subject: str, timestamp: str | None, block: bytes, data: bytes
+    ) -> StoredMessage:
+        """Build one from a reply read off the wire (see ``_batch``): the header block is
+        kept raw and parsed only if :attr:`headers` is asked for."""
+        message = cls.__new__(cls)
+        message.sequence = sequence
+        message.subject = subject
+        message.timestamp = timestamp
+        message._headers = None
+        message._block = block
+        message.data = data
+        return message
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Every header of the message."""
+        if self._headers is None:
+            headers: dict[str, str] = {}
+            for line in self._block.decode("utf-8", "replace").split("\r\n")[1:]:
+                if line:
+                    key, _, value = line.partition(":")
+                    headers[key] = value.strip()
+            self._headers = headers
+        return self._headers
 
 
 def decode_envelope(message: StoredMessage, expected_prefix: str) -> Envelope:

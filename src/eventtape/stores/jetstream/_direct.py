@@ -19,6 +19,7 @@ from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from ..._core.errors import EventtapeError, StoreUnavailable, StreamNotFound
+from ._batch import BatchStatusError, PendingBatch, header_block, intercept, release
 from ._codec import StoredMessage, decode_envelope, position_of
 
 __all__ = ["DirectGet"]
@@ -45,26 +46,33 @@ class DirectGet:
         self._api = f"$JS.API.DIRECT.GET.{stream}"
         self._timeout = timeout
         self._inbox = nc.new_inbox()
-        self._queues: dict[str, asyncio.Queue[Msg]] = {}
+        self._batches: dict[bytes, PendingBatch] = {}
         self._tokens = itertools.count()
         self._subscription: Any = None
 
     async def start(self) -> None:
-        """Subscribe the shared reply inbox."""
+        """Subscribe the shared reply inbox; its replies are parsed here (see ``_batch``)."""
         self._subscription = await self._nc.subscribe(
-            f"{self._inbox}.*", cb=self._route, pending_msgs_limit=-1, pending_bytes_limit=-1
+            f"{self._inbox}.*", cb=self._fallback, pending_msgs_limit=-1, pending_bytes_limit=-1
         )
+        intercept(self._nc, self._subscription._id, self._route)
 
     async def close(self) -> None:
         """Unsubscribe the shared reply inbox."""
-        if self._subscription is not None and not self._nc.is_closed:
-            await self._subscription.unsubscribe()
+        if self._subscription is not None:
+            release(self._nc, self._subscription._id)
+            if not self._nc.is_closed:
+                await self._subscription.unsubscribe()
         self._subscription = None
 
-    async def _route(self, msg: Msg) -> None:
-        queue = self._queues.get(msg.subject.rpartition(".")[2])
-        if queue is not None:
-            queue.put_nowait(msg)
+    async def _fallback(self, msg: Msg) -> None:
+        """Replies nats-py parsed itself (when ``intercept`` could not hook this client)."""
+        self._route(msg.subject.encode(), msg.data, header_block(msg.headers))
+
+    def _route(self, subject: bytes, data: bytes, headers: bytes) -> None:
+        batch = self._batches.get(subject.rpartition(b".")[2])
+        if batch is not None:
+            batch.feed(data, headers)
 
     async def stream_info(self, subjects_filter: str | None = None) -> dict[str, Any]:
         """Return the stream's info (config and state; per-subject counts with a filter).
@@ -141,40 +149,37 @@ class DirectGet:
     ) -> tuple[list[StoredMessage], int]:
         """Return up to ``batch`` messages from ``start`` on, and how many more match."""
         token = str(next(self._tokens))
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
-        self._queues[token] = queue
+        pending = PendingBatch()
+        self._batches[token.encode()] = pending
         request = {
             "seq": start,
             "next_by_subj": subject_filter,
             "batch": batch,
             "max_bytes": _MAX_BATCH_BYTES,
         }
-        messages: list[StoredMessage] = []
         try:
             await self._nc.publish(
                 self._api, json.dumps(request).encode(), reply=f"{self._inbox}.{token}"
             )
-            while True:
-                try:
-                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel.
-                    async with asyncio.timeout(self._timeout):
-                        msg = await queue.get()
-                except TimeoutError as error:
-                    raise StoreUnavailable(
-                        f"batched direct get on {self._api!r} from {start} timed out"
-                    ) from error
-                status = _status(msg)
-                if status == "404":  # nothing matches from `start` on
-                    return messages, 0
-                if status == "204":  # end of batch
-                    assert msg.headers is not None
-                    return messages, int(msg.headers.get("Nats-Num-Pending", "0"))
-                if status is not None:
-                    raise EventtapeError(
-                        f"batched direct get answered status {status}: {msg.headers}"
-                    )
-                messages.append(StoredMessage(msg))
+            try:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel.
+                async with asyncio.timeout(self._timeout):
+                    return await asyncio.shield(pending.done)
+            except TimeoutError as error:
+                raise StoreUnavailable(
+                    f"batched direct get on {self._api!r} from {start} timed out"
+                ) from error
+            except BatchStatusError as error:
+                raise EventtapeError(f"batched direct get answered {error}") from error
+            except (KeyError, ValueError) as error:
+                raise EventtapeError(
+                    f"batched direct get answered a malformed message: {error!r}"
+                ) from error
         except ConnectionClosedError as error:
             raise StoreUnavailable(f"connection closed during a direct get: {error!r}") from error
         finally:
-            del self._queues[token]
+            del self._batches[token.encode()]
+            if not pending.done.done():
+                pending.done.cancel()
+            elif not pending.done.cancelled():
+                pending.done.exception()  # retrieved, even when the caller was cancelled

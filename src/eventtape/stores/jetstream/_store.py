@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import re
 from collections.abc import AsyncIterator, Collection, Sequence
@@ -44,6 +45,7 @@ _STALE_READ_RETRIES = 14  # about a second in all
 _WRONG_LAST_SEQUENCE = 10071
 _ACTUAL_SEQUENCE = re.compile(r"wrong last sequence: (\d+)")
 _TAIL_CACHE_SIZE = 100_000
+_FIRST_CACHE_SIZE = 100_000
 
 
 class JetStreamEventStore:
@@ -84,6 +86,8 @@ class JetStreamEventStore:
         self._subscriptions: set[JetStreamSubscription] = set()
         self._prefix = self._config.subject_prefix + "."
         self._started = False
+        # Stream id -> sequence of its first message: where a read from version 1 starts.
+        self._firsts: collections.OrderedDict[str, int] = collections.OrderedDict()
 
     @classmethod
     async def connect(
@@ -209,6 +213,12 @@ class JetStreamEventStore:
             last = min(
                 last if last is not None else limit + from_version - 1, from_version - 1 + limit
             )
+        if from_version > 1 and position_hint is None and stream_id not in self._appender.tails:
+            # One direct get for the stream's tail: a read of its last versions then starts
+            # there instead of walking the whole store from sequence 1.
+            await self._appender.refresh_tail(
+                stream_id, self._config.subject(category_of(stream_id), stream_id)
+            )
         seen = from_version - 1
         hint = position_hint
         for attempt in range(_STALE_READ_RETRIES):
@@ -233,20 +243,32 @@ class JetStreamEventStore:
         )
 
     async def _read_once(
-        self, stream_id: str, from_version: int, last: int | None, position_hint: int | None
+        self,
+        stream_id: str,
+        from_version: int,
+        last: int | None,
+        position_hint: int | None,
+        *,
+        use_hints: bool = True,
     ) -> AsyncIterator[RecordedEvent[Event]]:
         """One pass over a stream's messages from ``from_version`` up to ``last``."""
         subject = self._config.subject(category_of(stream_id), stream_id)
-        start = sequence_of(position_hint) if position_hint else 1
+        start = self._start_sequence(stream_id, from_version, position_hint) if use_hints else 1
         found = False
         envelope: Envelope | None = None
         async for message in self._direct.batch(start, subject, batch=self._config.read_batch):
             envelope = decode_envelope(message, self._prefix)
             if not found and envelope.first_version > from_version and start > 1:
-                # A hint past the versions asked for: read from the beginning instead.
-                async for record in self._read_once(stream_id, from_version, last, None):
+                # A hint past the versions asked for (the stream was re-created, or the
+                # range starts before the hinted message): read from the beginning instead.
+                self._firsts.pop(stream_id, None)
+                async for record in self._read_once(
+                    stream_id, from_version, last, None, use_hints=False
+                ):
                     yield record
                 return
+            if not found and envelope.first_version == 1:
+                self._remember_first(stream_id, envelope.sequence)
             found = True
             if envelope.last_version < from_version:
                 continue
@@ -258,12 +280,39 @@ class JetStreamEventStore:
                 yield record
         if not found:
             if start > 1:  # a hint past the stream's end: read from the beginning instead
-                async for record in self._read_once(stream_id, from_version, last, None):
+                self._firsts.pop(stream_id, None)
+                async for record in self._read_once(
+                    stream_id, from_version, last, None, use_hints=False
+                ):
                     yield record
                 return
             raise StreamNotFound(stream_id)
         if envelope is not None:
             self._appender.remember_if_newer(stream_id, envelope.last_version, envelope.sequence)
+
+    def _start_sequence(self, stream_id: str, from_version: int, position_hint: int | None) -> int:
+        """Where a stream's batched read starts: never before what a hint says.
+
+        The server walks every message between the start and the first match, so starting at
+        sequence 1 costs the whole store. A snapshot's position, the cached tail (for a read of
+        the last versions) or the remembered first message of the stream each say where the
+        wanted versions can begin; a wrong hint is detected and the read starts over from 1.
+        """
+        if position_hint:
+            return max(sequence_of(position_hint), 1)
+        tail = self._appender.tails.get(stream_id)
+        if tail is not None and from_version > 1:
+            version, sequence = tail
+            if from_version >= version:
+                return sequence
+        return self._firsts.get(stream_id, 1)
+
+    def _remember_first(self, stream_id: str, sequence: int) -> None:
+        firsts = self._firsts
+        firsts[stream_id] = sequence
+        firsts.move_to_end(stream_id)
+        if len(firsts) > _FIRST_CACHE_SIZE:
+            firsts.popitem(last=False)
 
     async def read_all(
         self,

