@@ -28,6 +28,7 @@ from eventtape import (
     metadata_scope,
 )
 
+from .console import mount_console
 from .domain import IllegalTransition, Line, Order, Product, ShopError, Wallet
 from .runtime import Settings, Shop
 
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None, shop: Shop | None = None) -> Fa
 
     app = FastAPI(title="eventtape order shop", lifespan=lifespan)
     app.state.shop = shop
+    mount_console(app, shop)  # the web console for admins, at /console
 
     @app.exception_handler(IllegalTransition)
     async def illegal(request: Request, error: IllegalTransition) -> JSONResponse:

@@ -33,6 +33,7 @@ from .._core.wire import (
     SAGA_DONE_PARTITION,
     SAGA_PARKED_PARTITION,
 )
+from ..console._cli import add_console_parser
 
 __all__ = ["main"]
 
@@ -411,6 +412,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--parked", action="store_true", help="the events sagas gave up on")
     listing.set_defaults(run=_sagas_list)
+    add_console_parser(commands)
     return parser
 
 
