@@ -12,6 +12,7 @@ SUITES = {
     "projections": "benchmarks.projections",
     "sagas": "benchmarks.sagas",
     "order_shop": "benchmarks.order_shop",
+    "console": "benchmarks.console",
 }
 
 
