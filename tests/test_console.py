@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -211,3 +212,21 @@ async def test_admin_rebuilds_a_projection(shop_http: tuple[Shop, httpx.AsyncCli
     assert unknown.status_code == 404
     actions = [r async for r in shop.store.read_stream(CONSOLE_ACTIONS_STREAM)]
     assert [(a.event.action, a.event.target) for a in actions] == [("rebuild", "orders_view")]
+
+
+async def test_a_stream_the_aggregate_cannot_replay_still_shows_its_events(
+    shop_http: tuple[Shop, httpx.AsyncClient],
+) -> None:
+    shop, http = shop_http
+    from examples.order_shop.domain import ProductCreated
+
+    await shop.store.append(
+        "order-odd", [ProductCreated(sku="x", name="<i>odd</i>", price=Decimal("1.00"))]
+    )
+    page = await http.get("/console/streams/order-odd", headers=auth(ADMIN))
+    assert page.status_code == 200
+    assert "No state shown" in page.text
+    assert "&lt;i&gt;odd&lt;/i&gt;" in page.text
+    beyond = await http.get("/console/streams/order-odd?from=999999999999", headers=auth(ADMIN))
+    assert beyond.status_code in (200, 404)
+    assert (await http.get("/console/streams/order-odd?from=-5", headers=auth(ADMIN))).is_success

@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .._core.errors import EventtapeError, StreamNotFound
+from .._core.errors import EventtapeError, StreamNotFound, describe
 from .._core.events import Event, Metadata, RecordedEvent
 from .._core.stream_ids import category_of
 from .._core.wire import CONSOLE_ACTIONS_STREAM, PARKED_TABLE
@@ -182,23 +182,19 @@ def build_console_app(get_settings: Callable[[], ConsoleSettings]) -> Starlette:
         records: list[RecordedEvent[Event]] = []
         try:
             version = await settings.store.stream_version(stream_id)
+            note = ""
             if aggregate_type is not None:
-                # Time travel: replay up to the page, then keep the state around each event.
-                aggregate = aggregate_type(stream_id.partition("-")[2])
-                states = []
-                before: dict[str, Any] | None = None
-                async for record in settings.store.read_stream(
-                    stream_id, to_version=start + PAGE_SIZE - 1
-                ):
-                    aggregate.replay([record.event])
-                    if record.version >= start:
-                        after = _state(aggregate)
-                        states.append((before, after))
-                        records.append(record)
-                        before = after
-                    elif record.version == start - 1:
-                        before = _state(aggregate)
-            else:
+                try:
+                    states, records = await _time_travel(
+                        settings.store, aggregate_type, stream_id, start
+                    )
+                except StreamNotFound:
+                    raise
+                except Exception as error:  # a state the aggregate cannot replay: show events
+                    states, records = None, []
+                    note = f'<p class="error">No state shown: {esc(describe(error))}</p>'
+            if not records:
+                states = None
                 async for record in settings.store.read_stream(
                     stream_id, from_version=start, limit=PAGE_SIZE
                 ):
@@ -225,7 +221,7 @@ def build_console_app(get_settings: Callable[[], ConsoleSettings]) -> Starlette:
         body = (
             f"<p>{version} events; showing {start} to {start + len(records) - 1}."
             f"{' state before/after shown per event' if states is not None else ''}</p>"
-            f'<nav class="pager">{" ".join(pager)}</nav>'
+            f'{note}<nav class="pager">{" ".join(pager)}</nav>'
             + events_table(records, states=states, show_stream=False)
         )
         return page(request, f"Stream {stream_id}", body)
@@ -406,6 +402,26 @@ def build_console_app(get_settings: Callable[[], ConsoleSettings]) -> Starlette:
             Mount("/static", StaticFiles(directory=static), name="static"),
         ]
     )
+
+
+async def _time_travel(
+    store: Any, aggregate_type: type[Aggregate], stream_id: str, start: int
+) -> tuple[list[tuple[dict[str, Any] | None, dict[str, Any]]], list[RecordedEvent[Event]]]:
+    """Replay up to the page's end, keeping the state before and after each event on it."""
+    aggregate = aggregate_type(stream_id.partition("-")[2])
+    states: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
+    records: list[RecordedEvent[Event]] = []
+    before: dict[str, Any] | None = None
+    async for record in store.read_stream(stream_id, to_version=start + PAGE_SIZE - 1):
+        aggregate.replay([record.event])
+        if record.version >= start:
+            after = _state(aggregate)
+            states.append((before, after))
+            records.append(record)
+            before = after
+        elif record.version == start - 1:
+            before = _state(aggregate)
+    return states, records
 
 
 async def _unpark(settings: Any, kind: str, name: str, position: int, *, retry: bool) -> str:
