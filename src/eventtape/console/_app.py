@@ -339,6 +339,14 @@ def build_console_app(get_settings: Callable[[], ConsoleSettings]) -> Starlette:
     def stream_link_html(parked: Any) -> str:
         return link(f"streams/{quote(parked.stream_id, safe='')}", parked.stream_id)
 
+    async def record_action(actor: str, action: str, target: str, detail: str) -> None:
+        """Every admin action is an event of its own, with the admin as actor."""
+        await settings.store.append(
+            CONSOLE_ACTIONS_STREAM,
+            [ConsoleActionTaken(action=action, target=target, detail=detail)],
+            metadata=Metadata(actor=actor, correlation_id=str(uuid.uuid4())),
+        )
+
     async def admin_action(request: Request) -> Response:
         actor = actor_of(request)
         if actor is None:
@@ -378,12 +386,9 @@ def build_console_app(get_settings: Callable[[], ConsoleSettings]) -> Starlette:
                     settings, kind, name, position, retry=action == "parked/retry"
                 )
             except Exception as error:  # the handler's own failure: shown, event stays parked
-                return page(request, "Still failing", f"<pre>{esc(repr(error))}</pre>", 409)
-        await settings.store.append(
-            CONSOLE_ACTIONS_STREAM,
-            [ConsoleActionTaken(action=action, target=target, detail=detail)],
-            metadata=Metadata(actor=actor, correlation_id=str(uuid.uuid4())),
-        )
+                await record_action(actor, action, target, f"still failing: {describe(error)}")
+                return page(request, "Still failing", f"<pre>{esc(describe(error))}</pre>", 409)
+        await record_action(actor, action, target, detail)
         base = request.scope.get("root_path", "").rstrip("/")
         return RedirectResponse(f"{base}/ops", status_code=303)
 
