@@ -80,6 +80,8 @@ async def test_signing_in_is_required(shop_http: tuple[Shop, httpx.AsyncClient])
     assert "SameSite=strict" in cookie
     assert "Path=/console" in cookie
     assert (await http.get("/console/")).status_code == 200
+    huge = await http.post("/console/login", content=b"token=" + b"x" * 1_000_000)
+    assert huge.status_code == 401
 
 
 async def test_who_cancelled_and_what_it_was_before(

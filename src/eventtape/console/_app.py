@@ -110,7 +110,15 @@ def build_console_app(get_settings: Callable[[], ConsoleSettings]) -> Starlette:
         return None
 
     async def form(request: Request) -> dict[str, str]:
-        body = (await request.body())[:64_000].decode("utf-8", "replace")
+        # Read at most 64 kB: these forms are tiny, and a huge body must not fill memory.
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > 64_000:
+                return {}
+            chunks.append(chunk)
+        body = b"".join(chunks).decode("utf-8", "replace")
         return {k: v[0] for k, v in parse_qs(body).items()}
 
     def admin_form(request: Request, action: str, button: str, **fields: object) -> str:
