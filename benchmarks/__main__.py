@@ -15,6 +15,7 @@ SUITES = {
     "failover": "benchmarks.failover",
     "order_shop": "benchmarks.order_shop",
     "baselines": "benchmarks.baselines",
+    "console": "benchmarks.console",
 }
 
 

@@ -25,7 +25,8 @@ ALLOWED: dict[str, set[str]] = {
     "sinks": {"_core"},
     "privacy": {"_core"},
     "testing": {"_core", "_model", "stores"},
-    "cli": {"_core", "_model", "_projections", "_sagas", "stores", "sinks"},
+    "cli": {"_core", "_model", "_projections", "_sagas", "stores", "sinks", "console"},
+    "console": {"_core", "_model", "_projections", "stores", "sinks"},
 }
 
 

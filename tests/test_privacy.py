@@ -256,3 +256,82 @@ async def test_jetstream_keys_are_purged_and_the_log_holds_no_plaintext(nats_url
         await js.delete_stream(name)
         await js.delete_key_value(f"K{name}")
         await inner.aclose()
+
+
+def test_personal_inside_an_optional_is_personal_and_constraints_are_refused() -> None:
+    from pydantic import Field
+
+    class Optional(BaseEvent):
+        __data_subject__ = "c:{cid}"
+        cid: str
+        name: Annotated[str, Personal] | None = None
+
+    assert personal_fields(Optional) is not None
+    assert personal_fields(Optional).fields == ("name",)  # type: ignore[union-attr]
+
+    class Constrained(BaseEvent):
+        __data_subject__ = "c:{cid}"
+        cid: str
+        email: Annotated[str, Personal, Field(max_length=40)]
+
+    with pytest.raises(EventRegistrationError, match="constrained"):
+        personal_fields(Constrained)
+
+
+async def test_personal_data_inside_an_optional_is_encrypted(inner: InMemoryEventStore) -> None:
+    class Noted(BaseEvent):
+        __data_subject__ = "customer:{cid}"
+        cid: str
+        note: Annotated[str, Personal] | None = None
+
+    inner.registry.register(Noted)
+    store = PrivateEventStore(inner, InMemoryKeyStore(), key_cache_seconds=0)
+    await store.append("customer-1", [Noted(cid="1", note="Alice"), Noted(cid="1")])
+    stored = [r.event.note async for r in inner.read_stream("customer-1")]
+    assert stored[0] is not None
+    assert "Alice" not in stored[0]
+    assert stored[1] is None
+    await store.forget("customer:1")
+    assert [r.event.note async for r in store.read_stream("customer-1")] == [FORGOTTEN, None]
+
+
+@pytest.mark.parametrize("subject", ["", "x" * 257, "customer:\n1"])
+async def test_unusable_subjects_are_refused_before_anything_is_stored(
+    store: PrivateEventStore, subject: str
+) -> None:
+    from eventtape import InvalidArgument
+
+    if subject:  # the template "customer:{customer_id}" never yields an empty subject
+        event = _alice().model_copy(update={"customer_id": subject.removeprefix("customer:")})
+        with pytest.raises(InvalidArgument):
+            await store.append("customer-x", [event])
+    with pytest.raises(InvalidArgument):
+        await store.forget(subject)
+    assert await store.head_position() == 0
+
+
+async def test_a_forget_racing_a_key_creation_stays_in_force(nats_url: str) -> None:
+    import nats
+
+    from eventtape.stores.jetstream import JetStreamKeyStore
+
+    nc = await nats.connect(nats_url)
+    bucket = f"R{uuid4().hex[:8]}"
+    try:
+        maker, forgetter = (JetStreamKeyStore(nc, bucket=bucket, storage="memory") for _ in "ab")
+        await maker.start()
+        await forgetter.start()
+        looked_up = maker._get
+
+        async def stale_lookup(*args: Any) -> bytes | None:
+            maker._get = looked_up  # type: ignore[method-assign]
+            await forgetter.forget("customer:race")  # lands between lookup and create
+            return None
+
+        maker._get = stale_lookup  # type: ignore[method-assign]
+        with pytest.raises(SubjectForgotten):
+            await maker.key_for("customer:race")
+        assert await maker.existing_key("customer:race") is None
+    finally:
+        await nc.jetstream().delete_key_value(bucket)
+        await nc.close()

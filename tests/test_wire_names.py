@@ -42,6 +42,11 @@ def test_persisted_names_are_pinned() -> None:
         "lease",
         "member",
     )
+    assert (wire.AUDIT_TABLE, wire.CONSOLE_ACTIONS_STREAM, wire.CONSOLE_ACTION_EVENT) == (
+        "eventtape_audit",
+        "eventtape_console-actions",
+        "eventtape.ConsoleActionTaken",
+    )
     assert uuid.UUID("4b0b8f57-55f3-4b4e-9a5c-3b3f7f2b6a10") == wire.SAGA_NAMESPACE
 
 

@@ -31,6 +31,7 @@ from eventtape import (
 )
 
 from .api_common import BODY, Actor, answers, event_out, install_error_handlers
+from .console import mount_console
 from .coupons import CouponRefused, Coupons, register_coupon_events
 from .domain import REGISTRY, Line, MoneyDeposited, Order, OrderCreated, Product, Wallet
 from .http_guard import MAX_BODY_BYTES, BodyGuard
@@ -99,7 +100,8 @@ def create_app(
     app.state.shop = shop
     register_coupon_events(REGISTRY)
     coupons = app.state.coupons = Coupons()
-    app.add_middleware(BodyGuard, max_bytes=max_body_bytes)
+    app.add_middleware(BodyGuard, max_bytes=max_body_bytes, exempt=("/console",))
+    mount_console(app, shop)  # the web console for admins, at /console
 
     install_error_handlers(app)
 

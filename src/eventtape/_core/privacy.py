@@ -23,7 +23,7 @@ import types
 import typing
 from typing import Any, Final, Protocol
 
-from .errors import EventRegistrationError
+from .errors import EventRegistrationError, InvalidArgument
 from .events import Event
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "KeyStore",
     "Personal",
     "PersonalFields",
+    "check_subject",
     "personal_fields",
 ]
 
@@ -73,12 +74,47 @@ def _names(found: PersonalFields) -> tuple[str, ...]:
     return tuple(name for _, name, _, _ in string.Formatter().parse(found.subject) if name)
 
 
+MAX_SUBJECT_LENGTH: Final = 256
+"""Longest data subject, in characters (it names a key; it is not personal data itself)."""
+
+
+def _bare(annotation: Any) -> Any:
+    """``Annotated[T, ...]`` -> ``T``."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
 def _is_optional_str(annotation: Any) -> bool:
+    annotation = _bare(annotation)
     if annotation is str:
         return True
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return set(typing.get_args(annotation)) == {str, type(None)}
+        return {_bare(arg) for arg in typing.get_args(annotation)} == {str, type(None)}
     return False
+
+
+def _marks(annotation: Any) -> list[Any]:
+    """Every ``Annotated`` metadata item anywhere inside ``annotation`` (e.g. in a union)."""
+    found: list[Any] = []
+    if typing.get_origin(annotation) is typing.Annotated:
+        found.extend(annotation.__metadata__)
+    for arg in typing.get_args(annotation):
+        found.extend(_marks(arg))
+    return found
+
+
+def check_subject(subject: object) -> str:
+    """Return ``subject`` if it can name a data subject's key, else raise ``InvalidArgument``."""
+    if not isinstance(subject, str) or not subject:
+        raise InvalidArgument(f"a data subject is a non-empty str, not {subject!r}")
+    if len(subject) > MAX_SUBJECT_LENGTH or not subject.isprintable():
+        shown = subject if len(subject) <= 60 else subject[:60] + "…"
+        raise InvalidArgument(
+            f"data subject {shown!r} must be printable text of at most {MAX_SUBJECT_LENGTH}"
+            " characters"
+        )
+    return subject
 
 
 @functools.cache
@@ -90,11 +126,11 @@ def personal_fields(event_type: type[Event]) -> PersonalFields | None:
             names one from fields it lacks or that are themselves personal, or marks a field
             that is not a ``str`` (only text is encrypted in place).
     """
-    fields = tuple(
-        name
+    marks = {
+        name: [*info.metadata, *_marks(info.annotation)]
         for name, info in event_type.model_fields.items()
-        if any(item is Personal for item in info.metadata)
-    )
+    }
+    fields = tuple(name for name, found in marks.items() if any(m is Personal for m in found))
     if not fields:
         return None
     where = event_type.__qualname__
@@ -103,6 +139,12 @@ def personal_fields(event_type: type[Event]) -> PersonalFields | None:
             raise EventRegistrationError(
                 f"{where}.{name} is marked Personal but is not a str: only text fields can be"
                 " encrypted in place"
+            )
+        others = [m for m in marks[name] if m is not Personal]
+        if others:
+            raise EventRegistrationError(
+                f"{where}.{name} is marked Personal and constrained ({others!r}): stored"
+                " encrypted, its value cannot meet the constraint; check it in the command"
             )
     template = getattr(event_type, "__data_subject__", None)
     if not isinstance(template, str) or not template:

@@ -12,7 +12,10 @@ import uuid
 from typing import Final
 
 __all__ = [
+    "AUDIT_TABLE",
     "CHECKPOINTS_TABLE",
+    "CONSOLE_ACTIONS_STREAM",
+    "CONSOLE_ACTION_EVENT",
     "DCB_CATEGORY",
     "DCB_TAGS_HEADER",
     "DEFAULT_KEYS_BUCKET",
@@ -79,6 +82,11 @@ MEMBER_KEY_PREFIX: Final = "member"
 SAGA_CLAIMED_PARTITION: Final = "claimed"
 SAGA_DONE_PARTITION: Final = "done"
 SAGA_PARKED_PARTITION: Final = "saga"
+
+# The web console: its audit projection's table, the stream and event type of admin actions.
+AUDIT_TABLE: Final = "eventtape_audit"
+CONSOLE_ACTIONS_STREAM: Final = "eventtape_console-actions"
+CONSOLE_ACTION_EVENT: Final = "eventtape.ConsoleActionTaken"
 
 SAGA_NAMESPACE: Final = uuid.UUID("4b0b8f57-55f3-4b4e-9a5c-3b3f7f2b6a10")
 """The namespace of the deterministic (version 5) ids of events that sagas cause."""

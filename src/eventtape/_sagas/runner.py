@@ -218,10 +218,10 @@ class _SagaWorker:
         feed.start(f"saga-{name}")
         self._tasks = [
             asyncio.create_task(
-                self._fenced(self._apply_batches()), name=f"eventtape-saga-apply-{name}"
+                self._fenced(self._apply_batches), name=f"eventtape-saga-apply-{name}"
             ),
             asyncio.create_task(
-                self._fenced(self._commit_done()), name=f"eventtape-saga-done-{name}"
+                self._fenced(self._commit_done), name=f"eventtape-saga-done-{name}"
             ),
             asyncio.create_task(self._fire_deadlines(), name=f"eventtape-saga-deadlines-{name}"),
         ]
@@ -250,9 +250,11 @@ class _SagaWorker:
         if self.failure is None:
             await self._commit()  # ... and recorded done
 
-    async def _fenced(self, work: Awaitable[None]) -> None:
+    async def _fenced(self, work: Callable[[], Awaitable[None]]) -> None:
+        # Takes the method, not a coroutine: a task cancelled before it starts would leave a
+        # coroutine object never awaited.
         try:
-            await work
+            await work()
         except Fenced as fenced:
             # Another runner owns the saga now: stop here (its deadline timer stops with us).
             logger.warning("%s", fenced)
@@ -294,6 +296,23 @@ class _SagaWorker:
             self._window.close(entry)
 
         self._lanes.submit(key, job)
+
+    async def handle_again(self, record: RecordedEvent[Event]) -> bool:
+        """Handle an event the checkpoint has already passed (a parked one, retried by an
+        operator), in recovery mode: commands it already issued are not issued again.
+
+        Returns whether it succeeded; if it fails again it is parked again.
+        """
+        handler = self.saga.reaction_to(type(record.event))
+        if handler is None:
+            return True
+
+        async def run(ctx: SagaContext) -> None:
+            await run_handler("saga", self.saga.name, handler, self.saga, record, ctx)
+
+        return await self._with_retries(
+            run, record.event_id, record.correlation_id, True, record=record
+        )
 
     async def _commit_done(self) -> None:
         """Write the "done" checkpoint as it moves: one write for however many events

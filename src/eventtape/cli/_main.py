@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 from .._core.errors import (
     AggregateNotFound,
     EventtapeError,
+    InvalidArgument,
     InvalidStreamId,
     StoreConfigurationError,
     StoreUnavailable,
@@ -34,6 +36,7 @@ from .._core.wire import (
     SAGA_DONE_PARTITION,
     SAGA_PARKED_PARTITION,
 )
+from ..console._cli import add_console_parser
 
 __all__ = ["main"]
 
@@ -464,10 +467,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--parked", action="store_true", help="the events sagas gave up on")
     listing.set_defaults(run=_sagas_list)
+    add_console_parser(commands)
     return parser
 
 
-def _fail(error: BaseException) -> None:
+def _fail(error: BaseException | str) -> None:
     print(f"eventtape: {safe(error)}", file=sys.stderr)
 
 
@@ -483,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StreamNotFound, AggregateNotFound) as error:
         _fail(error)
         return EXIT_NOT_FOUND
-    except InvalidStreamId as error:
+    except (InvalidStreamId, InvalidArgument) as error:  # a bad --stream or --subject-prefix
         _fail(error)
         return EXIT_USAGE
     except StoreUnavailable as error:
@@ -495,8 +499,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EventtapeError as error:
         _fail(error)
         return 1
-    except KeyboardInterrupt:
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as cat does
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
         return EXIT_OK
+    except (sqlite3.Error, OSError) as error:  # a --sink that is not a usable database
+        _fail(f"the sink cannot be used: {error}")
+        return EXIT_UNAVAILABLE if isinstance(error, OSError) else EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130  # interrupted, as shells report it: not a success
     return EXIT_OK
 
 

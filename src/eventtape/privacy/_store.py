@@ -9,7 +9,7 @@ from typing import Any, Self
 from .._core.conditions import AppendResult, ExpectedVersion, StreamState
 from .._core.errors import InvalidArgument
 from .._core.events import Event, Metadata, NewEvent, RecordedEvent, new_event_id
-from .._core.privacy import FORGOTTEN, KeyStore, personal_fields
+from .._core.privacy import FORGOTTEN, KeyStore, check_subject, personal_fields
 from .._core.registry import EventRegistry
 from .._core.store import EventStore, Subscription
 from ._cipher import decrypt, encrypt, is_ciphertext
@@ -37,8 +37,15 @@ class PrivateEventStore:
     """
 
     def __init__(self, inner: EventStore, keys: KeyStore, *, key_cache_seconds: float = 60.0):
-        if key_cache_seconds < 0:
+        if (
+            not isinstance(key_cache_seconds, int | float)
+            or isinstance(key_cache_seconds, bool)
+            or key_cache_seconds < 0
+        ):
             raise InvalidArgument(f"key_cache_seconds must be >= 0, not {key_cache_seconds!r}")
+        for method in ("key_for", "existing_key", "forget"):
+            if not callable(getattr(keys, method, None)):
+                raise InvalidArgument(f"keys must be a KeyStore (with {method}()), not {keys!r}")
         self._inner = inner
         self._keys = keys
         self._ttl = key_cache_seconds
@@ -60,8 +67,7 @@ class PrivateEventStore:
         Idempotent. Read models built before keep what they copied: rebuild them (a rebuild
         through this store holds no personal data of the subject).
         """
-        if not isinstance(subject, str) or not subject:
-            raise InvalidArgument(f"a data subject is a non-empty str, not {subject!r}")
+        check_subject(subject)
         await self._keys.forget(subject)
         self._cache[subject] = (time.monotonic(), None)
 
@@ -97,7 +103,10 @@ class PrivateEventStore:
                 sealed.append(item)
                 continue
             event_id = new.event_id if new is not None else new_event_id()
-            subject = found.subject_of(event)
+            if all(getattr(event, field) is None for field in found.fields):
+                sealed.append(item)  # nothing personal to keep: no key needed
+                continue
+            subject = check_subject(found.subject_of(event))
             key = await self._keys.key_for(subject)
             name = self.registry.name_of(type(event))
             update = {

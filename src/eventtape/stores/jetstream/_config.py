@@ -6,6 +6,7 @@ import dataclasses
 import re
 from typing import Literal
 
+from ..._core.errors import InvalidArgument
 from ..._core.wire import DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX, STORED_PREFIX
 
 __all__ = ["JetStreamConfig"]
@@ -62,28 +63,30 @@ class JetStreamConfig:
 
     def __post_init__(self) -> None:
         if not _TOKEN.fullmatch(self.stream):
-            raise ValueError(f"stream name {self.stream!r} must match {_TOKEN.pattern}")
+            raise InvalidArgument(f"stream name {self.stream!r} must match {_TOKEN.pattern}")
         tokens = self.subject_prefix.split(".")
         if not all(_TOKEN.fullmatch(token) for token in tokens):
-            raise ValueError(
+            raise InvalidArgument(
                 f"subject_prefix {self.subject_prefix!r} must be dot-separated {_TOKEN.pattern}"
             )
         if self.replicas not in (1, 3, 5):
-            raise ValueError(f"replicas must be 1, 3 or 5, not {self.replicas}")
+            raise InvalidArgument(f"replicas must be 1, 3 or 5, not {self.replicas}")
         if self.storage not in ("file", "memory"):
-            raise ValueError(f"storage must be 'file' or 'memory', not {self.storage!r}")
+            raise InvalidArgument(f"storage must be 'file' or 'memory', not {self.storage!r}")
         for name in ("duplicate_window", "request_timeout", "poll_interval"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
+                raise InvalidArgument(f"{name} must be positive")
         if self.read_batch < 1 or self.max_append_attempts < 1:
-            raise ValueError("read_batch and max_append_attempts must be at least 1")
+            raise InvalidArgument("read_batch and max_append_attempts must be at least 1")
         stored = self.wake_prefix
         if not all(_TOKEN.fullmatch(token) for token in stored.split(".")):
-            raise ValueError(f"stored_prefix {stored!r} must be dot-separated {_TOKEN.pattern}")
+            raise InvalidArgument(
+                f"stored_prefix {stored!r} must be dot-separated {_TOKEN.pattern}"
+            )
         if f"{stored}.".startswith(
             f"{self.subject_prefix}."
         ) or f"{self.subject_prefix}.".startswith(f"{stored}."):
-            raise ValueError(f"stored_prefix {stored!r} overlaps subject_prefix")
+            raise InvalidArgument(f"stored_prefix {stored!r} overlaps subject_prefix")
 
     @property
     def wake_prefix(self) -> str:

@@ -36,6 +36,7 @@ from ..._core.dcb import (
 )
 from ..._core.errors import (
     AppendConditionFailed,
+    AppendRefused,
     DuplicateEventId,
     EventtapeError,
     SerializationError,
@@ -233,10 +234,10 @@ class DcbJetStream:
                         await self._index_own(int(ack["seq"]), stream_id, items)
                     return position
                 if error.get("err_code") != _WRONG_LAST_SEQUENCE:
-                    raise EventtapeError(f"JetStream refused the DCB append: {error}")
+                    raise AppendRefused("dcb", f"JetStream answered {error}")
                 match = _ACTUAL_SEQUENCE.search(str(error.get("description", "")))
                 if match is None:
-                    raise EventtapeError(f"JetStream refused the DCB append: {error}")
+                    raise AppendRefused("dcb", f"JetStream answered {error}")
                 actual = int(match.group(1))
                 if actual <= checked:
                     # Nothing newer to look at: the subject check failed, so an earlier try
@@ -330,7 +331,7 @@ class DcbJetStream:
         if error is not None:
             if error.get("err_code") == _WRONG_LAST_SEQUENCE:
                 return await self._earlier_try(stream_id, subject, new)
-            raise EventtapeError(f"JetStream refused the DCB append: {error}")
+            raise AppendRefused("dcb", f"JetStream answered {error}")
         if ack.get("duplicate"):
             return await self._earlier_try(stream_id, subject, new)
         return position_of(int(ack["seq"]), len(new) - 1)

@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from ..._core.errors import EventtapeError, StoreUnavailable, StreamNotFound
+from ..._core.errors import StoreUnavailable, StreamNotFound
 from ._batch import BatchStatusError, PendingBatch, header_block, intercept, release
 from ._codec import StoredMessage, decode_envelope, position_of
 
@@ -121,9 +121,10 @@ class DirectGet:
         status = _status(msg)
         if status == "404":
             return None
-        if status is not None:
-            raise EventtapeError(
-                f"direct get on {subject!r} answered status {status}: {msg.headers}"
+        if status is not None:  # 503: no stream, or no replica holding it, answers
+            description = (msg.headers or {}).get("Description", "")
+            raise StoreUnavailable(
+                f"direct get on {subject!r} answered status {status} {description}".rstrip()
             )
         return StoredMessage(msg)
 
@@ -170,9 +171,11 @@ class DirectGet:
                     f"batched direct get on {self._api!r} from {start} timed out"
                 ) from error
             except BatchStatusError as error:
-                raise EventtapeError(f"batched direct get answered {error}") from error
+                raise StoreUnavailable(
+                    f"batched direct get answered {error} (no stream, or no replica answering)"
+                ) from error
             except (KeyError, ValueError) as error:
-                raise EventtapeError(
+                raise StoreUnavailable(
                     f"batched direct get answered a malformed message: {error!r}"
                 ) from error
         except ConnectionClosedError as error:

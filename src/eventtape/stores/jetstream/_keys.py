@@ -95,10 +95,12 @@ class JetStreamKeyStore:
             return existing
         key = os.urandom(_KEY_BYTES)
         try:
-            await kv.create(name, key)
+            # Only if the subject has no entry at all, not even a purge marker: nats-py's
+            # create() writes over a purge marker, which would undo a forget racing with us.
+            await kv.update(name, key, last=0)
             return key
         except KeyWrongLastSequenceError:
-            pass  # another process made it first (or forgot it meanwhile): read what is there
+            pass  # another process made it first, or forgot it meanwhile: read what is there
         except _UNAVAILABLE as error:
             raise StoreUnavailable(f"cannot store a key for {subject!r}: {error!r}") from error
         found = await self._get(kv, name, subject)
