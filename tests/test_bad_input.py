@@ -101,3 +101,18 @@ async def test_repository_refuses_bad_ids_and_versions(store: InMemoryEventStore
         await orders.load("12345", version=True)
     with pytest.raises(InvalidArgument):
         await orders.load("12345", version=0)
+
+
+@pytest.mark.parametrize("events", [None, 42, "abc", b"abc"])
+async def test_appending_what_is_not_a_list_of_events_is_invalid(
+    store: InMemoryEventStore, events: Any
+) -> None:
+    with pytest.raises(InvalidArgument):
+        await store.append("order-1", events)
+    assert await store.head_position() == 0
+
+
+async def test_metadata_must_be_metadata(store: InMemoryEventStore) -> None:
+    with pytest.raises(InvalidArgument, match="metadata_scope"):
+        await store.append("order-1", [_placed()], metadata={"actor": "x"})  # type: ignore[arg-type]
+    assert await store.head_position() == 0

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from .._core.conditions import ExpectedVersion, StreamState
 from .._core.errors import ConcurrencyError, InvalidArgument
-from .._core.events import Event, NewEvent, new_event_id
+from .._core.events import Event, Metadata, NewEvent, new_event_id
 from .._core.registry import EventRegistry
 
 __all__ = [
     "check_expected_version",
+    "check_metadata",
     "event_type_names",
     "to_new_events",
     "validate_expected_version",
@@ -26,6 +27,8 @@ def to_new_events(events: Sequence[Event | NewEvent[Event]]) -> list[NewEvent[Ev
     """Normalise an append's events, refusing an empty list and repeated ids."""
     if isinstance(events, (Event, NewEvent)):
         raise InvalidArgument("append() takes a sequence of events; wrap a single event in a list")
+    if isinstance(events, (str, bytes)) or not isinstance(events, Iterable):
+        raise InvalidArgument(f"append() takes a sequence of events, not {events!r}")
     new: list[NewEvent[Event]] = []
     for item in events:
         if isinstance(item, Event):
@@ -43,6 +46,15 @@ def to_new_events(events: Sequence[Event | NewEvent[Event]]) -> list[NewEvent[Ev
     if len(new) > 1 and len({item.event_id for item in new}) != len(new):
         raise InvalidArgument("append() was given the same event id twice")
     return new
+
+
+def check_metadata(metadata: object) -> Metadata | None:
+    """Return ``metadata`` if it is a :class:`Metadata` or ``None``, else raise."""
+    if metadata is None or isinstance(metadata, Metadata):
+        return metadata
+    raise InvalidArgument(
+        f"metadata must be an eventtape.Metadata (or use metadata_scope), not {metadata!r}"
+    )
 
 
 def check_expected_version(stream_id: str, expected: ExpectedVersion, actual: int) -> None:

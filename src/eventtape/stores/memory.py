@@ -41,6 +41,7 @@ from .._core.stream_ids import category_of, validate_stream_id
 from .._core.telemetry import append_instruments, with_trace_context
 from ._common import (
     check_expected_version,
+    check_metadata,
     event_type_names,
     to_new_events,
     validate_expected_version,
@@ -96,7 +97,7 @@ class InMemoryEventStore:
         validate_stream_id(stream_id)
         validate_expected_version(expected_version)
         new = to_new_events(events)
-        metadata = with_trace_context(metadata)
+        metadata = with_trace_context(check_metadata(metadata))
         instruments = append_instruments()
         if instruments is None:
             return self._append(stream_id, new, expected_version, metadata)

@@ -23,7 +23,7 @@ from ..._core.events import Event, Metadata, NewEvent, RecordedEvent
 from ..._core.registry import EventRegistry
 from ..._core.stream_ids import category_of, validate_stream_id
 from ..._core.telemetry import append_instruments, with_trace_context
-from .._common import event_type_names, validate_range
+from .._common import check_metadata, event_type_names, validate_range
 from ._appends import Appender
 from ._codec import (
     Envelope,
@@ -168,7 +168,7 @@ class JetStreamEventStore:
         stream's tail (the usual case after loading an aggregate), or the stream is new.
         """
         self._check_started()
-        metadata = with_trace_context(metadata)
+        metadata = with_trace_context(check_metadata(metadata))
         instruments = append_instruments()
         if instruments is None:
             return await self._appender.append(
