@@ -127,3 +127,25 @@ def test_a_caught_up_projection_has_no_lag_from_other_categories(
     assert main(status_args) == 0
     (status,) = json.loads(capsys.readouterr().out)
     assert (status["lag events"], status["lag exact"]) == (3, False)
+
+
+def test_reading_commands_never_write_to_a_foreign_database(
+    story_free_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    other = tmp_path / "someone-elses.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE accounts (id INTEGER)")
+    before = other.read_bytes()
+    for command in (["projections", "status"], ["sagas", "list"]):
+        assert main(["--url", story_free_url, *command, "--sink", str(other)]) == 5
+        assert "holds no eventtape checkpoints" in capsys.readouterr().err
+    assert other.read_bytes() == before
+    assert not (tmp_path / "someone-elses.db-wal").exists()
+    assert main(["--url", story_free_url, "projections", "status", "--sink", str(tmp_path)]) == 3
+
+
+@pytest.fixture
+def story_free_url(nats_url: str) -> str:
+    return nats_url

@@ -263,8 +263,20 @@ def _sink(url: str) -> Any:
     from ..sinks.sqlite import SqliteSink
 
     path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
-    if not os.path.exists(path):
+    if not os.path.isfile(path):
         raise CliError(f"no SQLite database at {path}", EXIT_NOT_FOUND)
+    # Look before opening it as a sink, which would create eventtape's tables in whatever
+    # file it is pointed at: these commands only read.
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            found = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                (CHECKPOINTS_TABLE,),
+            ).fetchone()
+    except sqlite3.Error as error:
+        raise CliError(f"{path} is not a usable SQLite database: {error}", EXIT_CONFIG) from None
+    if found is None:
+        raise CliError(f"{path} holds no eventtape checkpoints", EXIT_CONFIG)
     return SqliteSink(path)
 
 
