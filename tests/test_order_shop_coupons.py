@@ -56,3 +56,28 @@ async def test_racing_redemptions_never_exceed_the_limit(store: str, tmp_path: P
         assert all(item.record.actor == f"user:{item.event.user_id}" for item in read.events)
     finally:
         await shop.stop()
+
+
+async def test_histories_show_each_events_tags() -> None:
+    """The order's history shows its stream tag; a coupon redemption shows the tags a DCB
+    decision reads it by."""
+    from examples.order_shop.coupons import CouponRedeemed
+
+    from eventtape import Repository, tags_of
+
+    event = CouponRedeemed(code="WELCOME10", user_id="789", order_id="o1")
+    assert tags_of(event) == {"coupon:WELCOME10", "customer:789"}
+    from examples.order_shop.api_common import event_out
+    from examples.order_shop.domain import REGISTRY, Order
+
+    from eventtape import InMemoryEventStore
+
+    store = InMemoryEventStore(REGISTRY)
+    orders = Repository(store, Order)
+    from decimal import Decimal
+
+    from examples.order_shop.domain import Line
+
+    await orders.save(Order.place("o1", "789", [Line(sku="tea", quantity=1, price=Decimal(3))]))
+    [record] = [r async for r in store.read_stream("order-o1")]
+    assert event_out(record)["tags"] == ["stream:order-o1"]

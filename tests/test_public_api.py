@@ -94,6 +94,7 @@ EXPECTED = [
     "on_deadline",
     "reacts_to",
     "tagged",
+    "tags_of",
     "validate_stream_id",
 ]
 

@@ -18,6 +18,7 @@ from eventtape import (
     InvalidStreamId,
     ProjectionTimeout,
     RecordedEvent,
+    tags_of,
 )
 
 from .domain import IllegalTransition, KeyReused, ShopError
@@ -71,6 +72,8 @@ def event_out(record: RecordedEvent[Event]) -> dict[str, Any]:
         "causation_id": record.causation_id,
         "correlation_id": record.correlation_id,
         "position": record.position,
+        # Its stream's implicit tag and the tags its class declares (DCB decisions read these).
+        "tags": sorted({f"stream:{record.stream_id}", *tags_of(record.event)}),
     }
 
 

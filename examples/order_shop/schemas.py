@@ -234,6 +234,7 @@ class EventOut(BaseModel):
     causation_id: str | None
     correlation_id: str | None
     position: int
+    tags: list[str]
 
 
 class OrderHistory(BaseModel):

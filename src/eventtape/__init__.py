@@ -20,6 +20,7 @@ from ._core.dcb import QueryItem as QueryItem
 from ._core.dcb import SequencedEvent as SequencedEvent
 from ._core.dcb import TaggedEvent as TaggedEvent
 from ._core.dcb import tagged as tagged
+from ._core.dcb import tags_of as tags_of
 from ._core.errors import AggregateNotFound as AggregateNotFound
 from ._core.errors import AppendConditionFailed as AppendConditionFailed
 from ._core.errors import AppendRefused as AppendRefused
@@ -180,5 +181,6 @@ __all__ = [
     "on_deadline",
     "reacts_to",
     "tagged",
+    "tags_of",
     "validate_stream_id",
 ]
