@@ -13,7 +13,7 @@ import pytest
 
 from eventtape import EventRegistry
 from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
-from eventtape.testing import EventStoreContract
+from eventtape.testing import DcbContract, EventStoreContract
 from tests.test_contract_jetstream import fresh_store
 
 pytestmark = pytest.mark.slow
@@ -148,3 +148,16 @@ async def test_a_retry_racing_its_original_is_one_append(cluster_url: str) -> No
             )
             assert first == second
             assert [r.event_id async for r in store.read_stream(stream)] == [event.event_id]
+
+
+class TestJetStreamDcbOnACluster(DcbContract):
+    """The DCB conformance suite on an R3 stream."""
+
+    @pytest.fixture(autouse=True)
+    def _cluster(self, cluster_url: str) -> None:
+        self.url = cluster_url
+
+    @contextlib.asynccontextmanager
+    async def make_store(self, registry: EventRegistry) -> Any:
+        async with fresh_store(self.url, registry, replicas=3) as store:
+            yield store

@@ -63,6 +63,7 @@ from ._direct import DirectGet
 __all__ = ["DcbJetStream"]
 
 _WRONG_LAST_SEQUENCE = 10071
+_DUPLICATE_IN_PROCESS = 10158  # a retry overlapping its original, on a replicated stream
 _ACTUAL_SEQUENCE = re.compile(r"wrong last sequence: (\d+)")
 _END = POSITION_STRIDE - 1
 _CACHE_SIZE = 100_000
@@ -233,6 +234,11 @@ class DcbJetStream:
                     if not ack.get("duplicate"):
                         await self._index_own(int(ack["seq"]), stream_id, items)
                     return position
+                if error.get("err_code") == _DUPLICATE_IN_PROCESS:
+                    # Replicated streams: an earlier try of this very append is being stored;
+                    # once it is, the same publish is answered "duplicate".
+                    await asyncio.sleep(0.01)
+                    continue
                 if error.get("err_code") != _WRONG_LAST_SEQUENCE:
                     raise AppendRefused("dcb", f"JetStream answered {error}")
                 match = _ACTUAL_SEQUENCE.search(str(error.get("description", "")))
