@@ -232,3 +232,33 @@ async def test_a_stream_the_aggregate_cannot_replay_still_shows_its_events(
     beyond = await http.get("/console/streams/order-odd?from=999999999999", headers=auth(ADMIN))
     assert beyond.status_code in (200, 404)
     assert (await http.get("/console/streams/order-odd?from=-5", headers=auth(ADMIN))).is_success
+
+
+async def test_ops_shows_processes_in_flight_and_each_projections_rate(
+    shop_http: tuple[Shop, httpx.AsyncClient],
+) -> None:
+    import asyncio
+
+    from eventtape._core.system_events import ProcessFinished, ProcessStarted
+
+    shop, http = shop_http
+    await shop.store.append(
+        "process-refund:o1", [ProcessStarted(process="refund", key="o1", started_by="x")]
+    )
+    await shop.store.append(
+        "process-refund:o2",
+        [
+            ProcessStarted(process="refund", key="o2", started_by="x"),
+            ProcessFinished(outcome="completed"),
+        ],
+    )
+    first = (await http.get("/console/ops", headers=auth(ADMIN))).text
+    assert "Process instances in flight (1)" in first
+    assert "process-refund:o1" in first
+    assert "process-refund:o2" not in first
+    assert "rate (positions/s)" in first
+    await asyncio.sleep(1.1)
+    second = (await http.get("/console/ops", headers=auth(ADMIN))).text
+    rates = re.findall(r'<td class="num">(-|[0-9.]+)</td><td>', second)
+    assert rates
+    assert all(rate != "-" for rate in rates)  # a second look a second later has a rate

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import secrets
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -24,7 +26,7 @@ from .._core.stream_ids import category_of
 from .._core.wire import CONSOLE_ACTIONS_STREAM, PARKED_TABLE
 from .._model.aggregate import _INTERNAL, Aggregate
 from ._audit import AuditQuery, ConsoleActionTaken, find_events
-from ._pages import esc, events_table, form_field, layout, link
+from ._pages import esc, events_table, form_field, layout, link, stream_link
 from ._settings import ConsoleSettings
 
 __all__ = ["build_console_app"]
@@ -72,6 +74,7 @@ def build_console_app(get_settings: Callable[[], ConsoleSettings]) -> Starlette:
             return getattr(current, name)
 
     settings: Any = _Live()
+    rates: dict[str, Any] = {}  # the last checkpoints seen per projection, for its rate
 
     def actor_of(request: Request) -> str | None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -290,11 +293,13 @@ def build_console_app(get_settings: Callable[[], ConsoleSettings]) -> Starlette:
         if settings.projections is not None:
             rows = []
             for status in await settings.projections.status():
+                rate = _rate(rates, f"{status.name}/{status.partition}", status.checkpoint)
                 rows.append(
                     f"<tr><td>{esc(status.name)}</td><td>{esc(status.state)}</td>"
                     f'<td class="num">{status.checkpoint}</td><td class="num">{status.lag_events}'
                     f"{'+' if status.lag_events_capped else ''}</td>"
                     f'<td class="num">{status.lag_seconds:.1f} s</td>'
+                    f'<td class="num">{esc(rate)}</td>'
                     f"<td>{esc(status.error or '')}</td>"
                     f"<td>{admin_form(request, 'ops/rebuild', 'rebuild', name=status.name)}"
                     "</td></tr>"
@@ -302,7 +307,8 @@ def build_console_app(get_settings: Callable[[], ConsoleSettings]) -> Starlette:
                 rows.extend(await parked_rows(request, "projection", status.name))
             sections.append(
                 "<h2>Projections</h2><table><thead><tr><th>name</th><th>state</th>"
-                "<th>checkpoint</th><th>lag (events)</th><th>lag (time)</th><th>error</th>"
+                "<th>checkpoint</th><th>lag (events)</th><th>lag (time)</th>"
+                "<th>rate (positions/s)</th><th>error</th>"
                 f"<th></th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
             )
         if settings.sagas is not None:
@@ -326,6 +332,21 @@ def build_console_app(get_settings: Callable[[], ConsoleSettings]) -> Starlette:
                 "<th>behind head</th><th>deadlines</th><th></th><th></th></tr></thead>"
                 f"<tbody>{''.join(rows)}</tbody></table>"
             )
+        in_flight = await processes_in_flight(settings.store)
+        items = "".join(
+            f"<tr><td>{esc(name)}</td><td>{stream_link(f'process-{name}:{key}')}</td>"
+            f"<td>{esc(last)}</td><td>{esc(when)}</td></tr>"
+            for name, key, last, when in in_flight[:200]
+        )
+        sections.append(
+            f"<h2>Process instances in flight ({len(in_flight)})</h2>"
+            + (
+                "<table><thead><tr><th>process</th><th>instance</th><th>last step</th>"
+                f"<th>since</th></tr></thead><tbody>{items}</tbody></table>"
+                if in_flight
+                else "<p>None: every process instance has finished.</p>"
+            )
+        )
         return page(request, "Projections and sagas", "".join(sections))
 
     async def parked_rows(request: Request, kind: str, name: str) -> list[str]:
@@ -462,3 +483,38 @@ async def _unpark(settings: Any, kind: str, name: str, position: int, *, retry: 
         # The saga worker parks it again if it still fails.
         await runner._workers[name].handle_again(record)
     return "retried" if retry else "skipped"
+
+
+def _rate(samples: dict[str, Any], key: str, checkpoint: int) -> str:
+    """Positions per second since the previous look at least a second ago ("-" before that).
+
+    The console keeps no history of its own beyond the last samples: the rate is what moved
+    between two views of the page (or two refreshes).
+    """
+    now = time.monotonic()
+    history = samples.setdefault(key, collections.deque(maxlen=8))
+    rate = "-"
+    for at, seen in history:
+        if now - at >= 1.0:
+            rate = f"{(checkpoint - seen) / (now - at):.1f}"
+            break
+    history.append((now, checkpoint))
+    return rate
+
+
+async def processes_in_flight(store: Any) -> list[tuple[str, str, str, str]]:
+    """Process-manager instances whose last event is not ``ProcessFinished``.
+
+    Reads the ``process`` category only (on JetStream a subject filter, not the whole log).
+    """
+    last: dict[str, Any] = {}
+    async for record in store.read_all(categories=["process"]):
+        last[record.stream_id] = record
+    found = []
+    for stream_id, record in sorted(last.items()):
+        if record.event_type.endswith("ProcessFinished"):
+            continue
+        name, _, key = stream_id.removeprefix("process-").partition(":")
+        step = getattr(record.event, "step", None) or record.event_type
+        found.append((name, key, str(step), record.recorded_at.isoformat(timespec="seconds")))
+    return found
