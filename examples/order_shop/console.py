@@ -23,6 +23,8 @@ def mount_console(app: Any, shop: Any) -> None:
                 aggregates={"order": Order, "product": Product, "wallet": Wallet},
                 projections=shop.projections,
                 sagas=shop.sagas,
+                audit_sink=shop.sink,
+                audit_postgres=shop.postgres,
             )
         )
     except ImportError:

@@ -29,6 +29,7 @@ from eventtape import (
     Repository,
     SagaRunner,
 )
+from eventtape.console import AuditProjection
 from eventtape.sinks.sqlite import SqliteSink
 
 from .domain import REGISTRY, Order, Product, Wallet
@@ -312,7 +313,10 @@ class Shop:
             self.sink = SqliteSink(settings.read_model or settings.data_dir / "read.db")
         self.postgres = postgres
         self.projections = ProjectionRunner(
-            self.store, self.sink, [OrdersView(postgres), StockView(postgres)]
+            self.store,
+            self.sink,
+            # The console's finds (by actor, correlation, type) read this instead of the log.
+            [OrdersView(postgres), StockView(postgres), AuditProjection(postgres)],
         )
         await self.projections.start()
         self.saga = Fulfillment(self.orders, self.products, self.wallets, settings.payment_timeout)
