@@ -262,3 +262,15 @@ async def test_ops_shows_processes_in_flight_and_each_projections_rate(
     rates = re.findall(r'<td class="num">(-|[0-9.]+)</td><td>', second)
     assert rates
     assert all(rate != "-" for rate in rates)  # a second look a second later has a rate
+
+
+async def test_a_time_that_is_not_a_time_is_a_400(
+    shop_http: tuple[Shop, httpx.AsyncClient],
+) -> None:
+    _, http = shop_http
+    for bad in ("yesterday", "2026-13-45", "x" * 5000, "<script>"):
+        answer = await http.get("/console/search", params={"since": bad}, headers=auth(ADMIN))
+        assert answer.status_code == 400
+        assert "<script>" not in answer.text
+    fine = await http.get("/console/search", params={"until": "2999-01-01"}, headers=auth(ADMIN))
+    assert fine.status_code == 200

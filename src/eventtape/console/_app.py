@@ -51,12 +51,16 @@ def _plain(value: Any) -> Any:
 
 
 def _when(text: str | None) -> datetime | None:
+    """A ``since``/``until`` value (ISO 8601; UTC when no zone is given).
+
+    Raises:
+        ValueError: For anything else: the page answers 400 rather than ignore the filter.
+    """
     if not text:
         return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
+    if len(text) > 40:
+        raise ValueError("too long for a time")
+    return datetime.fromisoformat(text)
 
 
 def build_console_app(get_settings: Callable[[], ConsoleSettings]) -> Starlette:
@@ -241,12 +245,17 @@ def build_console_app(get_settings: Callable[[], ConsoleSettings]) -> Starlette:
         if (refused := refuse(request)) is not None:
             return refused
         params = request.query_params
+        try:
+            since, until = _when(params.get("since")), _when(params.get("until"))
+        except ValueError:
+            body = "<p>since and until take ISO 8601 times, such as 2026-11-25T03:24.</p>"
+            return page(request, "Not a time", body, status=400)
         query = AuditQuery(
             actor=params.get("actor") or None,
             correlation_id=params.get("correlation") or None,
             event_type=params.get("type") or None,
-            since=_when(params.get("since")),
-            until=_when(params.get("until")),
+            since=since,
+            until=until,
         )
         records = [
             r
