@@ -116,3 +116,17 @@ async def test_metadata_must_be_metadata(store: InMemoryEventStore) -> None:
     with pytest.raises(InvalidArgument, match="metadata_scope"):
         await store.append("order-1", [_placed()], metadata={"actor": "x"})  # type: ignore[arg-type]
     assert await store.head_position() == 0
+
+
+async def test_repositories_and_subscriptions_refuse_wrong_types(
+    store: InMemoryEventStore,
+) -> None:
+    with pytest.raises(InvalidArgument):
+        Repository(store, dict)  # type: ignore[type-var]
+    orders = Repository(store, Order)
+    for wrong in (None, "order", Order):
+        with pytest.raises(InvalidArgument):
+            await orders.save(wrong)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument):
+        store.subscribe(categories="order")
+    assert await store.head_position() == 0

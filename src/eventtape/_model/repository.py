@@ -48,7 +48,7 @@ class Repository(Generic[A]):
         snapshot_policy: SnapshotPolicy | None = None,
     ) -> None:
         if not (isinstance(aggregate_type, type) and issubclass(aggregate_type, Aggregate)):
-            raise TypeError(f"{aggregate_type!r} is not an eventtape.Aggregate subclass")
+            raise InvalidArgument(f"{aggregate_type!r} is not an eventtape.Aggregate subclass")
         if snapshot_policy is not None and snapshots is None:
             raise ValueError("a snapshot_policy needs a snapshots store")
         self._store = store
@@ -156,6 +156,10 @@ class Repository(Generic[A]):
             ConcurrencyError: If someone else saved the aggregate since it was loaded; load it
                 again and retry the command.
         """
+        if not isinstance(aggregate, self._type):
+            raise InvalidArgument(
+                f"this repository saves {self._type.__name__} aggregates, not {aggregate!r}"
+            )
         pending = aggregate.pending_events
         if not pending:
             return None

@@ -31,6 +31,7 @@ from .._core.dcb import (
 from .._core.errors import (
     AppendConditionFailed,
     DuplicateEventId,
+    InvalidArgument,
     SerializationError,
     StreamNotFound,
 )
@@ -307,7 +308,7 @@ class InMemoryEventStore:
         :meth:`eventtape.DcbStore.dcb_read`. A scan of the log from ``after``."""
         self._check_open()
         if not isinstance(query, Query):
-            raise TypeError(f"dcb_read takes a Query, not {type(query).__name__}")
+            raise InvalidArgument(f"dcb_read takes a Query, not {type(query).__name__}")
         validate_range("after", after, 0)
         validate_range("limit", limit, 0)
         head = len(self._all)
@@ -340,7 +341,7 @@ class InMemoryEventStore:
         self._check_open()
         items = to_tagged(events)
         if condition is not None and not isinstance(condition, AppendCondition):
-            raise TypeError("condition takes an AppendCondition")
+            raise InvalidArgument("condition takes an AppendCondition")
         stream_id = dcb_stream_id(items[0].event_id)
         stored = self._by_id.get(items[0].event_id)
         if stored is not None and stored.stream_id == stream_id:
@@ -421,7 +422,7 @@ class InMemoryEventStore:
         event_types: Collection[str | type[Event]] | None,
     ) -> Filter | None:
         if isinstance(categories, str):
-            raise TypeError("categories takes a collection of names, not one string")
+            raise InvalidArgument("categories takes a collection of names, not one string")
         wanted_categories = frozenset(categories) if categories is not None else None
         wanted_types = event_type_names(self._registry, event_types)
         if wanted_categories is None and wanted_types is None:

@@ -16,6 +16,7 @@ from nats.errors import Error as NatsError
 from ..._core.conditions import AppendResult, ExpectedVersion, StreamState
 from ..._core.dcb import AppendCondition, DcbReadResult, Query, TaggedEvent
 from ..._core.errors import (
+    InvalidArgument,
     StoreUnavailable,
     StreamNotFound,
 )
@@ -382,7 +383,7 @@ class JetStreamEventStore:
         event_types: Collection[str | type[Event]] | None,
     ) -> tuple[str, frozenset[str] | None, frozenset[str] | None]:
         if isinstance(categories, str):
-            raise TypeError("categories takes a collection of names, not one string")
+            raise InvalidArgument("categories takes a collection of names, not one string")
         wanted_types = event_type_names(self._registry, event_types)
         if categories is None:
             return self._config.filter_subject(), None, wanted_types
