@@ -124,7 +124,15 @@ def _type_and_schema(name: str, schema: int) -> bytes:
 class Envelope:
     """One stored append: its parsed body and where it is."""
 
-    __slots__ = ("body", "sequence", "stream_id", "subject", "timestamp")
+    __slots__ = (
+        "body",
+        "first_version",
+        "last_version",
+        "sequence",
+        "stream_id",
+        "subject",
+        "timestamp",
+    )
 
     def __init__(self, sequence: int, subject: str, timestamp: datetime, body: dict[str, Any]):
         self.sequence = sequence
@@ -132,16 +140,9 @@ class Envelope:
         self.timestamp = timestamp
         self.body = body
         self.stream_id: str = body["stream"]
-
-    @property
-    def first_version(self) -> int:
-        """The version of the append's first event."""
-        return int(self.body["version"])
-
-    @property
-    def last_version(self) -> int:
-        """The version of the append's last event."""
-        return self.first_version + len(self.body["events"]) - 1
+        #: The versions of the append's first and last events.
+        self.first_version: int = int(body["version"])
+        self.last_version: int = self.first_version + len(body["events"]) - 1
 
     @property
     def event_ids(self) -> list[str]:

@@ -40,6 +40,12 @@ class JetStreamConfig:
             holds events: a stream gone after a power loss or a mistaken delete is then an
             error (:class:`eventtape.StoreConfigurationError`) instead of an empty stream that
             everything carries on over.
+        read_cache_events: Decoded events this store keeps, by message, so a stream read again
+            is not decoded again (0: none). The messages are still fetched on every read and
+            an entry is used only for the very bytes it was decoded from. About 1 KB each.
+        sequence_index_size: Appends whose message sequence this store remembers, per stream
+            it appended to or read (0: none), so a load fetches exactly those messages instead
+            of the server walking the whole store between them. 16 bytes each.
         stored_prefix: Where the server republishes the headers of every stored message
             (default ``_eventtape_stored.<stream>``): subscriptions wake on these, which are sent
             only
@@ -60,6 +66,8 @@ class JetStreamConfig:
     max_append_attempts: int = 50
     stored_prefix: str | None = None
     create_stream: bool = True
+    read_cache_events: int = 20_000
+    sequence_index_size: int = 1_000_000
 
     def __post_init__(self) -> None:
         if not _TOKEN.fullmatch(self.stream):
@@ -76,6 +84,8 @@ class JetStreamConfig:
         for name in ("duplicate_window", "request_timeout", "poll_interval"):
             if getattr(self, name) <= 0:
                 raise InvalidArgument(f"{name} must be positive")
+        if self.read_cache_events < 0 or self.sequence_index_size < 0:
+            raise InvalidArgument("read_cache_events and sequence_index_size must not be negative")
         if self.read_batch < 1 or self.max_append_attempts < 1:
             raise InvalidArgument("read_batch and max_append_attempts must be at least 1")
         stored = self.wake_prefix

@@ -149,26 +149,43 @@ class DirectGet:
         self, start: int, subject_filter: str, batch: int
     ) -> tuple[list[StoredMessage], int]:
         """Return up to ``batch`` messages from ``start`` on, and how many more match."""
-        token = str(next(self._tokens))
-        pending = PendingBatch()
-        self._batches[token.encode()] = pending
-        request = {
-            "seq": start,
-            "next_by_subj": subject_filter,
-            "batch": batch,
-            "max_bytes": _MAX_BATCH_BYTES,
-        }
+        (answer,) = await self.batches(subject_filter, [(start, batch)])
+        return answer
+
+    async def batches(
+        self, subject_filter: str, requests: list[tuple[int, int]]
+    ) -> list[tuple[list[StoredMessage], int]]:
+        """Send several batched gets at once, ``(start, batch)`` each, and return each one's
+        messages and how many more match after it, in the order asked.
+
+        All requests are written before any answer is awaited: a load of appends spread far
+        apart costs one round trip, not one per append.
+        """
+        pendings: list[tuple[bytes, PendingBatch]] = []
         try:
-            await self._nc.publish(
-                self._api, json.dumps(request).encode(), reply=f"{self._inbox}.{token}"
-            )
+            for start, batch in requests:
+                token = str(next(self._tokens))
+                pending = PendingBatch()
+                self._batches[token.encode()] = pending
+                pendings.append((token.encode(), pending))
+                request = {
+                    "seq": start,
+                    "next_by_subj": subject_filter,
+                    "batch": batch,
+                    "max_bytes": _MAX_BATCH_BYTES,
+                }
+                await self._nc.publish(
+                    self._api, json.dumps(request).encode(), reply=f"{self._inbox}.{token}"
+                )
+            answers = []
             try:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel.
                 async with asyncio.timeout(self._timeout):
-                    return await asyncio.shield(pending.done)
+                    for _, pending in pendings:
+                        answers.append(await asyncio.shield(pending.done))
             except TimeoutError as error:
                 raise StoreUnavailable(
-                    f"batched direct get on {self._api!r} from {start} timed out"
+                    f"batched direct get on {self._api!r} from {requests[0][0]} timed out"
                 ) from error
             except BatchStatusError as error:
                 raise StoreUnavailable(
@@ -178,11 +195,13 @@ class DirectGet:
                 raise StoreUnavailable(
                     f"batched direct get answered a malformed message: {error!r}"
                 ) from error
+            return answers
         except ConnectionClosedError as error:
             raise StoreUnavailable(f"connection closed during a direct get: {error!r}") from error
         finally:
-            del self._batches[token.encode()]
-            if not pending.done.done():
-                pending.done.cancel()
-            elif not pending.done.cancelled():
-                pending.done.exception()  # retrieved, even when the caller was cancelled
+            for key, pending in pendings:
+                del self._batches[key]
+                if not pending.done.done():
+                    pending.done.cancel()
+                elif not pending.done.cancelled():
+                    pending.done.exception()  # retrieved, even when the caller was cancelled

@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import re
+import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any, Self
 
@@ -37,6 +38,7 @@ from ._config import JetStreamConfig
 from ._dcb import DcbJetStream
 from ._direct import DirectGet
 from ._provision import provision_stream
+from ._readcache import DecodedCache, SequenceIndex
 from ._subscription import JetStreamSubscription
 
 __all__ = ["JetStreamEventStore"]
@@ -47,6 +49,22 @@ _WRONG_LAST_SEQUENCE = 10071
 _ACTUAL_SEQUENCE = re.compile(r"wrong last sequence: (\d+)")
 _TAIL_CACHE_SIZE = 100_000
 _FIRST_CACHE_SIZE = 100_000
+# Appends of one stream at most this many sequences apart are read with one batched get (the
+# server walks the messages between them); farther apart, each run gets its own request.
+_RUN_GAP = 64
+# How old the answer to "can this stream lose messages?" may be (see _append_only).
+_APPEND_ONLY_RECHECK = 5.0
+
+
+def _slice(
+    records: list[RecordedEvent[Event]], skip: int, last: int | None, first: int
+) -> list[RecordedEvent[Event]]:
+    """The records of one append from index ``skip`` on, up to version ``last``."""
+    end = len(records) if last is None else max(min(last - first + 1, len(records)), 0)
+    start = max(skip, 0)
+    if start == 0 and end == len(records):
+        return records
+    return records[start:end]
 
 
 class JetStreamEventStore:
@@ -89,6 +107,11 @@ class JetStreamEventStore:
         self._started = False
         # Stream id -> sequence of its first message: where a read from version 1 starts.
         self._firsts: collections.OrderedDict[str, int] = collections.OrderedDict()
+        # Decoded appends by sequence, and each stream's append sequences (see _readcache).
+        self._decoded = DecodedCache(registry, self._config.read_cache_events)
+        self._index = SequenceIndex(self._config.sequence_index_size)
+        self._append_only_stream = False
+        self._append_only_checked = -_APPEND_ONLY_RECHECK
 
     @classmethod
     async def connect(
@@ -172,16 +195,30 @@ class JetStreamEventStore:
         metadata = with_trace_context(check_metadata(metadata))
         instruments = append_instruments()
         if instruments is None:
-            return await self._appender.append(
-                stream_id, events, expected_version=expected_version, metadata=metadata
+            return self._learn(
+                await self._appender.append(
+                    stream_id, events, expected_version=expected_version, metadata=metadata
+                )
             )
         # The category for metrics, if the id is a valid one (else the append refuses it).
         category = category_of(stream_id) if isinstance(stream_id, str) else ""
         count = len(events) if isinstance(events, Sequence) else 0
         with instruments.measure("jetstream", category, count):
-            return await self._appender.append(
-                stream_id, events, expected_version=expected_version, metadata=metadata
+            return self._learn(
+                await self._appender.append(
+                    stream_id, events, expected_version=expected_version, metadata=metadata
+                )
             )
+
+    def _learn(self, result: AppendResult) -> AppendResult:
+        """Note where an append was stored, for loads by sequence (see ``_readcache``)."""
+        self._index.learn(
+            result.stream_id,
+            result.first_version,
+            result.version,
+            sequence_of(result.first_position),
+        )
+        return result
 
     # -- reading -------------------------------------------------------------------------
 
@@ -254,11 +291,38 @@ class JetStreamEventStore:
     ) -> AsyncIterator[RecordedEvent[Event]]:
         """One pass over a stream's messages from ``from_version`` up to ``last``."""
         subject = self._config.subject(category_of(stream_id), stream_id)
-        start = self._start_sequence(stream_id, from_version, position_hint) if use_hints else 1
+        self._decoded.check_registry()
+        if use_hints:
+            indexed = await self._read_indexed(stream_id, subject, from_version, last)
+            if indexed is not None:
+                envelopes, more_from = indexed
+                for known, records in envelopes:
+                    first = known.first_version
+                    for record in _slice(records, from_version - first, last, first):
+                        yield record
+                if more_from:  # the stream goes on past what the index knew
+                    async for record in self._read_once(
+                        stream_id,
+                        envelopes[-1][0].last_version + 1,
+                        last,
+                        position_of(more_from, 0),
+                        use_hints=False,
+                    ):
+                        yield record
+                elif envelopes:
+                    tail_append = envelopes[-1][0]
+                    self._appender.remember_if_newer(
+                        stream_id, tail_append.last_version, tail_append.sequence
+                    )
+                return
+        if position_hint is not None and not use_hints:
+            start = sequence_of(position_hint)  # a continuation right after indexed appends
+        else:
+            start = self._start_sequence(stream_id, from_version, position_hint) if use_hints else 1
         found = False
         envelope: Envelope | None = None
         async for message in self._direct.batch(start, subject, batch=self._config.read_batch):
-            envelope = decode_envelope(message, self._prefix)
+            envelope, records = self._decode(message)
             if not found and envelope.first_version > from_version and start > 1:
                 # A hint past the versions asked for (the stream was re-created, or the
                 # range starts before the hinted message): read from the beginning instead.
@@ -271,13 +335,15 @@ class JetStreamEventStore:
             if not found and envelope.first_version == 1:
                 self._remember_first(stream_id, envelope.sequence)
             found = True
+            self._index.learn(
+                stream_id, envelope.first_version, envelope.last_version, envelope.sequence
+            )
             if envelope.last_version < from_version:
                 continue
             if last is not None and envelope.first_version > last:
                 return
             first = envelope.first_version
-            upto = None if last is None else last - first
-            for record in envelope.records(self._registry, from_version - first, upto):
+            for record in _slice(records, from_version - first, last, first):
                 yield record
         if not found:
             if start > 1:  # a hint past the stream's end: read from the beginning instead
@@ -290,6 +356,141 @@ class JetStreamEventStore:
             raise StreamNotFound(stream_id)
         if envelope is not None:
             self._appender.remember_if_newer(stream_id, envelope.last_version, envelope.sequence)
+
+    def _decode(self, message: StoredMessage) -> tuple[Envelope, list[RecordedEvent[Event]]]:
+        """An append and all its events, decoded once per process while its bytes stay the
+        same (see ``_readcache``)."""
+        cached = self._decoded.get(message)
+        if cached is not None:
+            return cached
+        envelope = decode_envelope(message, self._prefix)
+        records = envelope.records(self._registry)
+        if self._decoded.max_events:
+            self._decoded.put(message, envelope, records)
+        return envelope, records
+
+    async def _read_indexed(
+        self, stream_id: str, subject: str, from_version: int, last: int | None
+    ) -> tuple[list[tuple[Envelope, list[RecordedEvent[Event]]]], int] | None:
+        """Read the appends the sequence index knows, by their sequences, all requests at once.
+
+        Returns the decoded appends holding ``from_version`` on, and the sequence to go on
+        reading from (0 if nothing more matches), or ``None`` when the index does not cover
+        ``from_version`` or the server's answer contradicts it (a message deleted or purged,
+        the stream re-created, a replica behind): the caller then reads the usual way.
+        """
+        known = self._index.lookup(stream_id, from_version, last)
+        if known is None:
+            return None
+        pairs, next_version = known
+        if not pairs:
+            return None
+        to_end = last is None or last >= next_version
+        cached = await self._cached_appends(stream_id, subject, pairs, to_end)
+        if cached is not None:
+            return cached
+        # Runs of appends close together are one request each; the server walks only the
+        # few messages between them.
+        runs: list[list[int]] = []
+        for sequence, _ in pairs:
+            if runs and sequence - runs[-1][-1] <= _RUN_GAP:
+                runs[-1].append(sequence)
+            else:
+                runs.append([sequence])
+        requests = [(run[0], len(run)) for run in runs]
+        if to_end:  # the last request also brings whatever was appended since
+            requests[-1] = (runs[-1][0], max(len(runs[-1]), self._config.read_batch))
+        answers = await self._direct.batches(subject, requests)
+        envelopes: list[tuple[Envelope, list[RecordedEvent[Event]]]] = []
+        expected = pairs[0][1]
+        for run, (messages, _) in zip(runs, answers, strict=True):
+            if [message.sequence for message in messages[: len(run)]] != run:
+                self._index.forget(stream_id)
+                return None
+            for message in messages:
+                envelope, records = self._decode(message)
+                if envelope.stream_id != stream_id or envelope.first_version != expected:
+                    self._index.forget(stream_id)
+                    return None
+                expected = envelope.last_version + 1
+                self._index.learn(
+                    stream_id, envelope.first_version, envelope.last_version, envelope.sequence
+                )
+                envelopes.append((envelope, records))
+        if envelopes[0][0].first_version > from_version:
+            self._index.forget(stream_id)
+            return None
+        pending = answers[-1][1] if to_end else 0
+        if pending and (last is None or expected <= last):
+            return envelopes, envelopes[-1][0].sequence + 1
+        return envelopes, 0
+
+    async def _cached_appends(
+        self, stream_id: str, subject: str, pairs: list[tuple[int, int]], to_end: bool
+    ) -> tuple[list[tuple[Envelope, list[RecordedEvent[Event]]]], int] | None:
+        """Serve the known appends from the decoded cache, fetching only the last one (and
+        whatever follows it), when the stream cannot lose messages.
+
+        On a stream that denies deletes and purges (which can never be undone) and has no
+        limit that removes messages, messages are only ever added: if the message at the
+        last known sequence is still the very one decoded (same bytes, same server time), so
+        are all before it. A re-created stream has other times; a message gone is noticed.
+        """
+        peek = self._decoded.peek
+        found: list[tuple[Envelope, list[RecordedEvent[Event]]]] = []
+        for sequence, version in pairs[:-1]:
+            entry = peek(sequence)
+            if entry is None or entry[0].first_version != version:
+                return None
+            found.append(entry)
+        if peek(pairs[-1][0]) is None or not await self._append_only():
+            return None
+        last_sequence = pairs[-1][0]
+        batch = self._config.read_batch if to_end else 1
+        messages, pending = await self._direct.one_batch(last_sequence, subject, batch)
+        if not messages or messages[0].sequence != last_sequence:
+            return None
+        if self._decoded.get(messages[0]) is None:
+            return None  # not the message decoded before: the stream was re-created
+        expected = pairs[-1][1]
+        for message in messages:
+            envelope, records = self._decode(message)
+            if envelope.stream_id != stream_id or envelope.first_version != expected:
+                self._index.forget(stream_id)
+                return None
+            expected = envelope.last_version + 1
+            self._index.learn(
+                stream_id, envelope.first_version, envelope.last_version, envelope.sequence
+            )
+            found.append((envelope, records))
+        if to_end and pending:
+            return found, found[-1][0].sequence + 1
+        return found, 0
+
+    async def _append_only(self) -> bool:
+        """Whether the stream's messages can only ever be added, as its configuration on the
+        server says (looked up again every ``_APPEND_ONLY_RECHECK`` seconds: an operator may
+        add a limit, such as a maximum age, to a running stream)."""
+        now = time.monotonic()
+        if now - self._append_only_checked < _APPEND_ONLY_RECHECK:
+            return self._append_only_stream
+        self._append_only_checked = now
+        try:
+            config = (await self._direct.stream_info())["config"]
+        except (StoreUnavailable, StreamNotFound):
+            self._append_only_stream = False
+            return False
+        self._append_only_stream = bool(
+            config.get("deny_delete")
+            and config.get("deny_purge")
+            and not config.get("max_age")
+            and config.get("max_msgs", -1) <= 0
+            and config.get("max_msgs_per_subject", -1) <= 0
+            and config.get("discard") == "new"
+            and not config.get("allow_msg_ttl")
+            and not config.get("allow_rollup_hdrs")
+        )
+        return self._append_only_stream
 
     def _start_sequence(self, stream_id: str, from_version: int, position_hint: int | None) -> int:
         """Where a stream's batched read starts: never before what a hint says.
