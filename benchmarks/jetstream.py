@@ -6,13 +6,17 @@ the raw side), the same ``Nats-Expected-Last-Subject-Sequence`` header, the same
 
 Figures: ``concurrent_append_1`` and ``concurrent_append_3`` (appends/s, 256 in flight),
 ``sequential_append_p50`` / ``_p99`` (ms), ``load_100`` and ``load_10000_snapshot`` (ms, against
-the round trip of one direct get). Uses EVENTTAPE_BENCH_NATS_URL if set, else starts nats-server.
+the round trip of one direct get); ``load_100_uncached`` (every message decoded on every load),
+``read_tail_3000``, ``load_100_in_200k_stream`` with its ``_uncached`` and ``_cold`` (first load
+by a process that never saw the order) variants.
+Uses EVENTTAPE_BENCH_NATS_URL if set, else starts nats-server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import statistics
@@ -230,7 +234,12 @@ async def read_ms(store: JetStreamEventStore, stream_id: str, from_version: int)
 
 
 async def tail_and_spread_figures(
-    url: str, store: JetStreamEventStore, nc: Client, load_100: float, quick: bool
+    url: str,
+    store: JetStreamEventStore,
+    nc: Client,
+    load_100: float,
+    load_100_uncached: float,
+    quick: bool,
 ) -> None:
     """``read_tail_3000``: the last event of a 3,000-event stream, read by a store that has
     never seen the stream, against the same read on a 10-event stream.
@@ -270,7 +279,13 @@ async def tail_and_spread_figures(
         await repo.save(order)
     await js.publish_async_completed()
     name = "load_100_in_200k_stream"  # the same name at the quick size, which it states
+    # A process that has not seen the order: the server walks between its appends, once.
+    cold_spread = await cold_load_ms(url, store.config, "spread")
+    cold_contiguous = await cold_load_ms(url, store.config, "load100")
     reader = await JetStreamEventStore.connect(url, REGISTRY, config=store.config)
+    uncached = await JetStreamEventStore.connect(
+        url, REGISTRY, config=dataclasses.replace(store.config, read_cache_events=0)
+    )
     try:
         emit(
             SUITE,
@@ -280,8 +295,39 @@ async def tail_and_spread_figures(
             await load_ms(Repository(reader, Order), "spread", 5),
             (f"load_100 (contiguous); this stream holds {size} messages", load_100),
         )
+        emit(
+            SUITE,
+            f"{name}_uncached",
+            "ms",
+            "lower",
+            await load_ms(Repository(uncached, Order), "spread", 5),
+            ("load_100_uncached (contiguous)", load_100_uncached),
+        )
+        emit(
+            SUITE,
+            f"{name}_cold",
+            "ms",
+            "lower",
+            cold_spread,
+            ("the same first load of the contiguous order", cold_contiguous),
+        )
     finally:
         await reader.aclose()
+        await uncached.aclose()
+
+
+async def cold_load_ms(url: str, config: JetStreamConfig, order_id: str) -> float:
+    """Best of 3 first loads, each by a store (its own connection) that never saw the order."""
+    best = float("inf")
+    for _ in range(3):
+        fresh = await JetStreamEventStore.connect(url, REGISTRY, config=config)
+        try:
+            start = time.perf_counter()
+            await Repository(fresh, Order).load(order_id)
+            best = min(best, (time.perf_counter() - start) * 1000)
+        finally:
+            await fresh.aclose()
+    return best
 
 
 async def main(url: str, quick: bool) -> None:
@@ -349,18 +395,35 @@ async def main(url: str, quick: bool) -> None:
             ("raw batched direct get", raw_batch),
         )
 
+        wire = await wire_batch_ms(url, store.config.stream, subject, 20)
         emit(
             SUITE,
             "load_100_vs_wire",
             "ms",
             "lower",
             load_100,
+            ("the same batched get over a bare socket, nothing parsed", wire),
+        )
+        # Every load fetches all 100 messages; without the decoded cache each is decoded too.
+        uncached_store = await JetStreamEventStore.connect(
+            url, REGISTRY, config=dataclasses.replace(store.config, read_cache_events=0)
+        )
+        try:
+            load_100_uncached = await load_ms(Repository(uncached_store, Order), "load100", 20)
+        finally:
+            await uncached_store.aclose()
+        emit(
+            SUITE,
+            "load_100_uncached",
+            "ms",
+            "lower",
+            load_100_uncached,
             (
                 "the same batched get over a bare socket, nothing parsed",
-                await wire_batch_ms(url, store.config.stream, subject, 20),
+                wire,
             ),
         )
-        await tail_and_spread_figures(url, store, nc, load_100, quick)
+        await tail_and_spread_figures(url, store, nc, load_100, load_100_uncached, quick)
 
         snapshots = await JetStreamSnapshotStore.open(
             nc, stream=f"S{store.config.stream}", subject_prefix=f"{prefix}snap"

@@ -204,9 +204,11 @@ class PendingBatch:
     any other status.
     """
 
-    __slots__ = ("done", "messages")
+    __slots__ = ("done", "messages", "single")
 
-    def __init__(self) -> None:
+    def __init__(self, *, single: bool = False) -> None:
+        #: The answer to a plain direct get by sequence: one message or a 404, no end marker.
+        self.single = single
         self.messages: list[StoredMessage] = []
         self.done: asyncio.Future[tuple[list[StoredMessage], int]] = (
             asyncio.get_running_loop().create_future()
@@ -221,9 +223,12 @@ class PendingBatch:
                 self.messages.append(_stored(block, data))
             except (KeyError, ValueError) as error:
                 self.done.set_exception(error)
+                return
+            if self.single:
+                self.done.set_result((self.messages, 0))
             return
         status, headers = parse_header_block(block)
-        if status == "404":  # nothing matches from the start on
+        if status == "404":  # nothing matches from the start on (single: no such message)
             self.done.set_result((self.messages, 0))
         elif status == "204":  # end of batch
             self.done.set_result((self.messages, int(headers.get("Nats-Num-Pending", "0"))))

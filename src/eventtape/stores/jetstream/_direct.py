@@ -159,24 +159,30 @@ class DirectGet:
         messages and how many more match after it, in the order asked.
 
         All requests are written before any answer is awaited: a load of appends spread far
-        apart costs one round trip, not one per append.
+        apart costs one round trip, not one per append. ``batch`` 0 asks for the message at
+        sequence ``start`` alone, whatever its subject, with a plain direct get (one message or
+        none, and 0 for "more"): the server then need not count the subject's messages after it,
+        which a batched get does for its end marker.
         """
         pendings: list[tuple[bytes, PendingBatch]] = []
         try:
             for start, batch in requests:
                 token = str(next(self._tokens))
-                pending = PendingBatch()
+                pending = PendingBatch(single=batch == 0)
                 self._batches[token.encode()] = pending
                 pendings.append((token.encode(), pending))
-                request = {
-                    "seq": start,
-                    "next_by_subj": subject_filter,
-                    "batch": batch,
-                    "max_bytes": _MAX_BATCH_BYTES,
-                }
-                await self._nc.publish(
-                    self._api, json.dumps(request).encode(), reply=f"{self._inbox}.{token}"
-                )
+                if batch == 0:
+                    payload = b'{"seq":%d}' % start
+                else:
+                    payload = json.dumps(
+                        {
+                            "seq": start,
+                            "next_by_subj": subject_filter,
+                            "batch": batch,
+                            "max_bytes": _MAX_BATCH_BYTES,
+                        }
+                    ).encode()
+                await self._nc.publish(self._api, payload, reply=f"{self._inbox}.{token}")
             answers = []
             try:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel.

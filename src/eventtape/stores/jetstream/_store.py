@@ -397,7 +397,8 @@ class JetStreamEventStore:
                 runs[-1].append(sequence)
             else:
                 runs.append([sequence])
-        requests = [(run[0], len(run)) for run in runs]
+        # A lone append is fetched by its sequence alone (0: a plain direct get).
+        requests = [(run[0], len(run) if len(run) > 1 else 0) for run in runs]
         if to_end:  # the last request also brings whatever was appended since
             requests[-1] = (runs[-1][0], max(len(runs[-1]), self._config.read_batch))
         answers = await self._direct.batches(subject, requests)
@@ -409,7 +410,11 @@ class JetStreamEventStore:
                 return None
             for message in messages:
                 envelope, records = self._decode(message)
-                if envelope.stream_id != stream_id or envelope.first_version != expected:
+                if (
+                    message.subject != subject
+                    or envelope.stream_id != stream_id
+                    or envelope.first_version != expected
+                ):
                     self._index.forget(stream_id)
                     return None
                 expected = envelope.last_version + 1
