@@ -42,7 +42,7 @@ class JetStreamConfig:
             everything carries on over.
         read_cache_events: Decoded events this store keeps, by message, so a stream read again
             is not decoded again (0: none). The messages are still fetched on every read and
-            an entry is used only for the very bytes it was decoded from. About 1 KB each.
+            an entry is used only for the very bytes it was decoded from. About 2 KB each.
         sequence_index_size: Appends whose message sequence this store remembers, per stream
             it appended to or read (0: none), so a load fetches exactly those messages instead
             of the server walking the whole store between them. 16 bytes each.
@@ -66,7 +66,7 @@ class JetStreamConfig:
     max_append_attempts: int = 50
     stored_prefix: str | None = None
     create_stream: bool = True
-    read_cache_events: int = 20_000
+    read_cache_events: int = 10_000
     sequence_index_size: int = 1_000_000
 
     def __post_init__(self) -> None:

@@ -91,7 +91,7 @@ class DecodedCache:
             message.data,
             message.timestamp,
             message.subject,
-            envelope,
+            envelope.slim(),
             records,
         )
         self._events += len(records)
