@@ -445,7 +445,11 @@ class JetStreamEventStore:
         found: list[tuple[Envelope, list[RecordedEvent[Event]]]] = []
         for sequence, version in pairs[:-1]:
             entry = peek(sequence)
-            if entry is None or entry[0].first_version != version:
+            if (
+                entry is None
+                or entry[0].first_version != version
+                or entry[0].stream_id != stream_id
+            ):
                 return None
             found.append(entry)
         if peek(pairs[-1][0]) is None or not await self._append_only():
