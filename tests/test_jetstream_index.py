@@ -356,3 +356,64 @@ def _record_others(nc: Client, others: list[tuple[int, bytes]]) -> None:
 
     nc._process_msg = process_msg  # type: ignore[method-assign]
     nc._process_ping = process_ping  # type: ignore[method-assign]
+
+
+async def test_loads_stay_right_across_a_server_restart(tmp_path: Path) -> None:
+    """File storage: the cache and index stay valid over the reconnect, and appends made
+    meanwhile by another process are found."""
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    connect = {"reconnect_time_wait": 0.1, "max_reconnect_attempts": -1}
+    config = JetStreamConfig(stream="RESTART", subject_prefix="rs")
+    try:
+        store = await JetStreamEventStore.connect(server.url, REGISTRY, config=config, **connect)
+        try:
+            await spread(store, "order-r", 15, noise=2)
+            first = await read(store, "order-r")
+            assert await read(store, "order-r") == first
+            server.stop()
+            server.start()
+            other = await JetStreamEventStore.connect(server.url, REGISTRY, config=config)
+            try:
+                await other.append(
+                    "order-r", cancelled(2, "meanwhile"), expected_version=len(first)
+                )
+            finally:
+                await other.aclose()
+            for _ in range(100):
+                if store.nc.is_connected:
+                    break
+                await asyncio.sleep(0.05)
+            got = await read(store, "order-r")
+            assert got[: len(first)] == first
+            assert [r[4].reason for r in got[len(first) :]] == ["meanwhile-0", "meanwhile-1"]
+            assert await read(store, "order-r") == got
+        finally:
+            await store.aclose()
+    finally:
+        server.stop()
+
+
+async def test_a_limit_added_to_a_running_stream_ends_cache_only_loads(nats_url: str) -> None:
+    """An operator adds max_age: once the store has looked at the configuration again, loads
+    fetch every message, and the expired ones are gone even though the last one is not."""
+    async with fresh_store(nats_url, REGISTRY) as store:
+        for version in range(4):
+            await store.append("order-t", cancelled(1, "old"), expected_version=version)
+        assert len(await read(store, "order-t")) == 4
+        assert await store._append_only()
+        js = store.nc.jetstream()
+        info = await js.stream_info(store.config.stream)
+        info.config.max_age = 1.5
+        info.config.duplicate_window = 1.5
+        await js.update_stream(info.config)
+        await asyncio.sleep(0.8)
+        await store.append("order-t", cancelled(1, "new"), expected_version=4)
+        assert len(await read(store, "order-t")) == 5  # all five cached
+        for _ in range(60):  # until the four old ones expired
+            if (await js.stream_info(store.config.stream)).state.messages == 1:
+                break
+            await asyncio.sleep(0.05)
+        store._append_only_checked = float("-inf")  # as if 5 s had passed
+        assert [version for version, *_ in await read(store, "order-t")] == [5]
+        assert not store._append_only_stream
