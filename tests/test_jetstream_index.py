@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client
+from nats.errors import ProtocolError
 
 from eventtape import EventRegistry, NewEvent, StreamNotFound
 from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
@@ -422,3 +423,12 @@ async def test_a_limit_added_to_a_running_stream_ends_cache_only_loads(nats_url:
         store._append_only_checked = float("-inf")  # as if 5 s had passed
         assert [version for version, *_ in await read(store, "order-t")] == [5]
         assert not store._append_only_stream
+
+
+async def test_a_malformed_reply_line_is_left_to_nats_py() -> None:
+    nc, others, pending = Client(), [], PendingBatch()
+    _record_others(nc, others)
+    assert intercept(nc, 7, lambda subject, data, headers: pending.feed(data, headers))
+    with pytest.raises(ProtocolError):
+        await nc._ps.parse(b"HMSG _INBOX.x.1 7 1x 20\r\n" + b"x" * 30 + b"\r\n")
+    assert not pending.messages

@@ -135,6 +135,8 @@ def _speed_up_parser(nc: Client, handlers: dict[int, RawHandler]) -> None:
                 subject, sid, _, header_size, size = fields
             else:
                 break
+            if not (sid.isdigit() and header_size.isdigit() and size.isdigit()):
+                break  # malformed: nats-py's parser reports it as it always has
             handler = handlers.get(int(sid))
             if handler is None:
                 break
