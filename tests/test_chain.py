@@ -7,10 +7,12 @@ alter the stored records.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 from uuid import uuid4
 
 import nats
@@ -30,6 +32,7 @@ from eventtape import (
     verify,
 )
 from eventtape._core.chain import UNKEYED, StoredLink, verify_links
+from eventtape.cli import main
 from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
 from tests.domain import REGISTRY, ItemAdded, LineItem, OrderCancelled, OrderPaid
 
@@ -393,3 +396,85 @@ async def test_appends_after_a_read_by_another_process_keep_the_chain(nats_url: 
             result = await verify(second)
             assert result.ok, result
             assert _only(result, "order-1").head_version == 7
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def _cli(store: JetStreamEventStore, url: str) -> list[str]:
+    return [
+        "--url",
+        url,
+        "--stream",
+        store.config.stream,
+        "--subject-prefix",
+        store.config.subject_prefix,
+    ]
+
+
+async def test_the_verify_command_reports_and_exits_by_outcome(
+    nats_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_file = tmp_path / "chain.key"
+    key_file.write_bytes(KEY)
+    async with _jetstream(nats_url, chain=HashChain(KEY)) as store, _raw(nats_url) as nc:
+        await _fill(store)
+        args = _cli(store, nats_url)
+        assert (
+            await asyncio.to_thread(main, [*args, "verify", "--all", "--key-file", str(key_file)])
+            == 0
+        )
+        assert "OK: 3 stream(s), 6 event(s)" in capsys.readouterr().out
+        # Without the key (a plain SHA-256 check), every keyed link is wrong.
+        assert await asyncio.to_thread(main, [*args, "verify", "order-1"]) == 1
+        assert "BROKEN at version 1: altered" in capsys.readouterr().out
+
+        *_, (last, body) = await _messages(store, "order-1")
+        body["actor"] = "admin:\x1b[2Jevil"
+        await nc.jetstream().delete_msg(store.config.stream, last)
+        await nc.jetstream().publish(
+            store.config.subject("order", "order-1"), json.dumps(body).encode()
+        )
+        code = await asyncio.to_thread(
+            main, [*args, "--json", "verify", "--all", "--key-file", str(key_file)]
+        )
+        assert code == 1
+        found = json.loads(capsys.readouterr().out)
+        assert found["ok"] is False
+        assert found["removed_messages"] == [[last, last]]
+        (order_1,) = [s for s in found["streams"] if s["stream_id"] == "order-1"]
+        assert order_1["broken"]["kind"] == "altered"
+        assert order_1["broken"]["version"] == 4
+
+        code = await asyncio.to_thread(
+            main, [*args, "verify", "--all", "--key-file", str(key_file)]
+        )
+        printed = capsys.readouterr().out
+        assert code == 1
+        assert "TAMPERED" in printed
+        assert f"REMOVED: message {last} " in printed
+        assert "\x1b" not in printed
+
+
+async def test_the_verify_command_refuses_bad_usage(
+    nats_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with _jetstream(nats_url) as store:
+        await _fill(store)
+        args = _cli(store, nats_url)
+        assert await asyncio.to_thread(main, [*args, "verify"]) == 2
+        assert await asyncio.to_thread(main, [*args, "verify", "order-1", "--all"]) == 2
+        short = tmp_path / "short.key"
+        short.write_bytes(b"abc")
+        assert (
+            await asyncio.to_thread(main, [*args, "verify", "--all", "--key-file", str(short)]) == 2
+        )
+        missing = str(tmp_path / "missing.key")
+        assert await asyncio.to_thread(main, [*args, "verify", "--all", "--key-file", missing]) == 2
+        assert await asyncio.to_thread(main, [*args, "verify", "order-none"]) == 3
+        assert await asyncio.to_thread(main, [*args, "verify", "order.1"]) == 2
+        errors = capsys.readouterr().err
+        assert "Traceback" not in errors
+        assert (
+            await asyncio.to_thread(main, ["--url", "nats://127.0.0.1:1", "verify", "--all"]) == 4
+        )

@@ -13,12 +13,11 @@ import nats
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
-from ..._core.chain import UNKEYED, ChainReport, HashChain, StoredLink, unreadable
+from ..._core.chain import UNKEYED, ChainReport, HashChain, StoredLink
 from ..._core.conditions import AppendResult, ExpectedVersion, StreamState
 from ..._core.dcb import AppendCondition, DcbReadResult, Query, TaggedEvent
 from ..._core.errors import (
     InvalidArgument,
-    SerializationError,
     StoreUnavailable,
     StreamNotFound,
 )
@@ -40,6 +39,7 @@ from ._dcb import DcbJetStream
 from ._direct import DirectGet
 from ._provision import provision_stream
 from ._subscription import JetStreamSubscription
+from ._verify import chain_links, removed_messages
 
 __all__ = ["JetStreamEventStore"]
 
@@ -450,40 +450,14 @@ class JetStreamEventStore:
         as :func:`eventtape.verify` reads it; a message that is not a readable append shows as
         an ``unreadable`` report of the stream its subject names."""
         self._check_started()
-        if stream_id is None:
-            subject_filter = self._config.filter_subject()
-        else:
-            validate_stream_id(stream_id)
-            subject_filter = self._config.subject(category_of(stream_id), stream_id)
-        found = False
-        async for message in self._direct.batch(1, subject_filter, batch=self._config.read_batch):
-            found = True
-            try:
-                links = decode_envelope(message, self._prefix).links()
-            except SerializationError as error:
-                named = message.subject.rpartition(".")[2] or message.subject
-                yield unreadable(named, 0, position_of(message.sequence, 0), str(error))
-                continue
-            for link in links:
-                yield link
-        if stream_id is not None and not found:
-            raise StreamNotFound(stream_id)
+        async for item in chain_links(self._direct, self._config, stream_id):
+            yield item
 
     async def removed_messages(self) -> tuple[tuple[int, int], ...]:
         """Ranges of message sequences gone from the stream: deleted (the store never deletes;
         ``deny_delete`` is on by default) or purged from its start."""
-        info = await self._direct.stream_info_deleted()
-        state = info.get("state", {})
-        first = int(state.get("first_seq", 0) or 0)
-        removed: list[tuple[int, int]] = []
-        if first > 1:
-            removed.append((1, first - 1))
-        for sequence in sorted(int(item) for item in state.get("deleted") or ()):
-            if removed and removed[-1][1] == sequence - 1:
-                removed[-1] = (removed[-1][0], sequence)
-            else:
-                removed.append((sequence, sequence))
-        return tuple(removed)
+        self._check_started()
+        return await removed_messages(self._direct)
 
     async def stream_version(self, stream_id: str) -> int:
         """Return the stream's version (0 if it has no events): one direct get."""
