@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import nats
 import pytest
@@ -478,3 +480,65 @@ async def test_the_verify_command_refuses_bad_usage(
         assert (
             await asyncio.to_thread(main, ["--url", "nats://127.0.0.1:1", "verify", "--all"]) == 4
         )
+
+
+# -- the canonical encoding is pinned, and survives erasure -------------------------------
+
+
+def test_the_canonical_encoding_v1_is_pinned() -> None:
+    """Known answers: a change to the encoding must be a new version, not an edit."""
+    event_id = UUID("12345678-1234-5678-1234-567812345678")
+    for chain, first, second in (
+        (
+            HashChain(),
+            "33d71e912aa2e7f65b8d5f14bdc1e0a725af362f38a13cec9e1a80e46419ab9a",
+            "8182de75d71d0336a39d92b7b18aefb9e5089040f95043ef194a2b0c10437002",
+        ),
+        (
+            HashChain(KEY),
+            "6df4740c7415b6e8c9a96f76527fe463f83fa2f2f8a14ac4abe68e635e4c6d70",
+            "12f29f6c1f18cbf7b545c6ddf72ee01e16729fb3f9043211fb433301f6b8b80d",
+        ),
+    ):
+        shared = chain.append_part("order-1", "user:1", None, "c-1", {"b": "2", "a": "é"})
+        assert shared == b"7:order-16:user:1~3:c-12:1:a1:\xc3\xa91:b1:2"
+        one = chain.link(None, 1, event_id, "OrderPaid", 1, shared, b'{"amount":"1.50"}')
+        two = chain.link(one, 2, event_id, "OrderPaid", 2, shared, b"{}")
+        assert (one.hex(), two.hex()) == (first, second)
+        # HMAC-SHA256 exactly as the standard library computes it.
+        message = b"".join(
+            (
+                b"eventtape-chain/1\n\x20",
+                one,
+                (2).to_bytes(8, "big"),
+                event_id.bytes,
+                (9).to_bytes(4, "big"),
+                b"OrderPaid",
+                (2).to_bytes(4, "big"),
+                shared,
+                (2).to_bytes(4, "big"),
+                b"{}",
+            )
+        )
+        expected = (
+            hmac.digest(KEY, message, "sha256") if chain.keyed else hashlib.sha256(message).digest()
+        )
+        assert two == expected
+
+
+async def test_a_forgotten_subject_still_verifies() -> None:
+    """Links cover the ciphertext: erasure destroys a key, not the chain."""
+    from eventtape.privacy import InMemoryKeyStore, PrivateEventStore
+    from tests.test_privacy import REGISTRY as PRIVATE
+    from tests.test_privacy import _alice
+
+    inner = InMemoryEventStore(PRIVATE)
+    store = PrivateEventStore(inner, InMemoryKeyStore(), key_cache_seconds=0)
+    await store.append("customer-789", [_alice()])
+    await store.append("customer-789", [_alice()], expected_version=1)
+    before = await verify(store)
+    await store.forget("customer:789")
+    after = await verify(store)
+    assert before.ok
+    assert after.ok
+    assert _only(after, "customer-789").head_link == _only(before, "customer-789").head_link

@@ -60,6 +60,8 @@ CHAIN_FORMAT: Final = "eventtape-chain/1"
 
 _MAGIC: Final = CHAIN_FORMAT.encode() + b"\n"
 MIN_KEY_BYTES: Final = 16
+_BLOCK: Final = 64  # SHA-256's block size, for HMAC
+_sha256 = hashlib.sha256
 
 
 def _field(value: bytes) -> bytes:
@@ -75,7 +77,7 @@ class HashChain:
             them. With one, forging a link needs the key; keep it out of the store's reach.
     """
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "_pads")
 
     def __init__(self, key: bytes | None = None) -> None:
         if key is not None:
@@ -87,6 +89,13 @@ class HashChain:
                 )
             key = bytes(key)
         self._key = key
+        self._pads: tuple[hashlib._Hash, hashlib._Hash] | None = None
+        if key is not None:
+            block = (_sha256(key).digest() if len(key) > _BLOCK else key).ljust(_BLOCK, b"\0")
+            self._pads = (
+                _sha256(bytes(byte ^ 0x36 for byte in block)),
+                _sha256(bytes(byte ^ 0x5C for byte in block)),
+            )
 
     @property
     def keyed(self) -> bool:
@@ -137,7 +146,8 @@ class HashChain:
         """The 32-byte link of one event (``shared`` from :meth:`append_part`)."""
         message = b"".join(
             (
-                _MAGIC_LINKED + previous if previous else _MAGIC_FIRST,
+                _MAGIC_LINKED if previous else _MAGIC_FIRST,
+                previous or b"",
                 version.to_bytes(8, "big"),
                 event_id.bytes,
                 _type_and_schema(type_name, schema),
@@ -146,14 +156,19 @@ class HashChain:
                 data,
             )
         )
-        key = self._key
-        if key is None:
+        pads = self._pads
+        if pads is None:
             return _sha256(message).digest()
-        return _hmac_digest(key, message, "sha256")
+        # HMAC-SHA256 (RFC 2104) from the key's two padded states, hashed once when the chain
+        # was made: the same result as hmac.digest, at half its cost per event.
+        inner = pads[0].copy()
+        inner.update(message)
+        outer = pads[1].copy()
+        outer.update(inner.digest())
+        digest: bytes = outer.digest()
+        return digest
 
 
-_sha256 = hashlib.sha256
-_hmac_digest = hmac.digest
 _MAGIC_FIRST: Final = _MAGIC + b"\x00"
 _MAGIC_LINKED: Final = _MAGIC + b"\x20"
 
@@ -442,6 +457,11 @@ async def verify(
         InvalidArgument: If ``store`` cannot be verified, or ``chain`` is not a HashChain.
         StreamNotFound: If ``stream_id`` names no stream.
     """
+    # A wrapper (such as PrivateEventStore) is verified through the store it wraps.
+    while not isinstance(store, ChainSource) and isinstance(
+        getattr(store, "inner", None), ChainSource
+    ):
+        store = store.inner
     if not isinstance(store, ChainSource):
         raise InvalidArgument(f"{type(store).__name__} is not a store that can be verified")
     if chain is None:

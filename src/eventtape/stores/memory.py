@@ -161,18 +161,22 @@ class InMemoryEventStore:
         ]
         chain = self._chain
         if chain is not None:
-            links = self._links.setdefault(stream_id, [])
-            # A stream begun before the chain was on has fewer links than events: its first
-            # linked event links to nothing ("unchained up to version N").
-            link = links[-1] if links and len(links) == actual else None
-            links.extend([b""] * (actual - len(links)))
+            links = self._links.get(stream_id)
+            if links is None:
+                links = self._links[stream_id] = []
+            if len(links) == actual:
+                link = links[-1] if actual else None
+            else:  # a stream begun before the chain: its first link links to nothing
+                link = None
+                links.extend([b""] * (actual - len(links)))
             shared = chain.append_part(
                 stream_id, meta.actor, meta.causation_id, meta.correlation_id, headers
             )
-            for record, (_, name, _, schema, data) in zip(records, prepared, strict=True):
-                link = chain.link(link, record.version, record.event_id, name, schema, shared, data)
+            version = actual
+            for item, name, _, schema, data in prepared:
+                version += 1
+                link = chain.link(link, version, item.event_id, name, schema, shared, data)
                 links.append(link)
-
         if stream is None:
             self._streams[stream_id] = records
         else:
