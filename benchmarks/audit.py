@@ -45,18 +45,26 @@ async def _fill(store: InMemoryEventStore | JetStreamEventStore, events: int) ->
 
 
 def verify_memory(runner: asyncio.Runner, events: int, rounds: int) -> None:
-    store = InMemoryEventStore(REGISTRY)
-    runner.run(_fill(store, events))
-    total = 0
+    """A fresh store per round: the in-memory store computes its links when first read, so
+    the time includes computing them as well as checking them."""
+    best, total = float("inf"), 0
+    for _ in range(rounds):
+        store = InMemoryEventStore(REGISTRY)
+        runner.run(_fill(store, events))
+        seconds = best_seconds(lambda store=store: runner.run(_verified(store)), 1)  # type: ignore[misc]
+        best = min(best, seconds)
+        total = store_events(store)
+    emit(SUITE, "verify_memory", "events/s", "higher", total / best)
 
-    def check() -> None:
-        nonlocal total
-        result = runner.run(verify(store))
-        assert result.ok, result
-        total = result.events
 
-    seconds = best_seconds(check, rounds)
-    emit(SUITE, "verify_memory", "events/s", "higher", total / seconds)
+async def _verified(store: InMemoryEventStore) -> None:
+    result = await verify(store)
+    if not result.ok:
+        raise AssertionError(result)
+
+
+def store_events(store: InMemoryEventStore) -> int:
+    return sum(len(records) for records in store._streams.values())
 
 
 def chained_append_memory(runner: asyncio.Runner, appends: int, rounds: int) -> None:

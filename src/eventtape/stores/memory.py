@@ -337,8 +337,11 @@ class InMemoryEventStore:
     # -- Dynamic Consistency Boundaries (the reference implementation) ---------------------
 
     def _tags_of(self, record: RecordedEvent[Event]) -> frozenset[str]:
-        given = self._tags.get(record.position, frozenset())
-        return given | tags_of(record.event) | {STREAM_TAG_PREFIX + record.stream_id}
+        declared = tags_of(record.event)
+        given = self._tags.get(record.position)
+        if given is None and not declared:
+            return frozenset((STREAM_TAG_PREFIX + record.stream_id,))
+        return (given or frozenset()) | declared | {STREAM_TAG_PREFIX + record.stream_id}
 
     async def dcb_read(
         self,
