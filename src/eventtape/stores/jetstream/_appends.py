@@ -83,9 +83,7 @@ class Appender:
         self._prefix = config.subject_prefix + "."
         self.tails: collections.OrderedDict[str, tuple[int, int]] = collections.OrderedDict()
         # Stream id -> (version, link of the event at that version; None: stored unchained).
-        self.links: collections.OrderedDict[str, tuple[int, bytes | None]] = (
-            collections.OrderedDict()
-        )
+        self.links: dict[str, tuple[int, bytes | None]] = {}
 
     async def append(
         self,
@@ -124,11 +122,13 @@ class Appender:
             if isinstance(tail, AppendResult):
                 return tail
             version, sequence = tail
-            previous = (
-                await self._previous_link(stream_id, version, sequence)
-                if self._chain is not None and version
-                else None
-            )
+            previous = None
+            if self._chain is not None and version:
+                cached = self.links.get(stream_id)  # inline: the usual case awaits nothing
+                if cached is not None and cached[0] == version:
+                    previous = cached[1]
+                else:
+                    previous = await self._previous_link(stream_id, version, sequence)
             body, _, link = encode_append(
                 self._registry, stream_id, version + 1, new, meta, self._chain, previous
             )
@@ -173,10 +173,7 @@ class Appender:
         )
 
     async def _previous_link(self, stream_id: str, version: int, sequence: int) -> bytes | None:
-        """The link of the stream's event ``version``, stored in message ``sequence``."""
-        cached = self.links.get(stream_id)
-        if cached is not None and cached[0] == version:
-            return cached[1]
+        """The link of the stream's event ``version``, read from message ``sequence``."""
         message = await self._direct.by_sequence(sequence)
         envelope = decode_envelope(message, self._prefix) if message is not None else None
         if envelope is None or envelope.stream_id != stream_id or envelope.last_version != version:
@@ -194,10 +191,11 @@ class Appender:
 
     def remember_link(self, stream_id: str, version: int, link: bytes | None) -> None:
         links = self.links
+        if len(links) >= _TAIL_CACHE_SIZE and stream_id not in links:
+            # Bounded without LRU bookkeeping on every append: a forgotten link costs one
+            # direct get at that stream's next append.
+            links.clear()
         links[stream_id] = (version, link)
-        links.move_to_end(stream_id)
-        if len(links) > _TAIL_CACHE_SIZE:
-            links.popitem(last=False)
 
     def remember_read_link(self, stream_id: str, version: int, hex_link: object) -> None:
         """Remember the link of the last event a read returned (saves a get at the next append)."""

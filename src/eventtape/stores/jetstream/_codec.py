@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from binascii import hexlify
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -137,7 +138,7 @@ def encode_append(
             link = chain.link(
                 link, first_version + index, item.event_id, name, schema, shared, data
             )
-            parts += (b',"link":"', link.hex().encode(), b'"}')
+            parts += (b',"link":"', hexlify(link), b'"}')
     parts.append(b"]}")
     return b"".join(parts), names, link if chain is not None else None
 
