@@ -31,7 +31,7 @@ from eventtape import (
     SagaRunner,
     handles,
 )
-from eventtape._core import telemetry
+from eventtape._core import runner_metrics, telemetry
 from eventtape.sinks.sqlite import SqliteSink
 from tests.shop import SHOP_REGISTRY, OrderCompleted, OrderPlaced
 from tests.test_sagas import open_shop, place, settle
@@ -72,11 +72,13 @@ def meter_reader() -> Iterator[InMemoryMetricReader]:
     metrics._internal._METER_PROVIDER_SET_ONCE = Once()
     metrics.set_meter_provider(provider)
     telemetry._reset_for_tests()
+    runner_metrics._reset_for_tests()
     yield reader
     provider.shutdown()
     metrics._internal._METER_PROVIDER_SET_ONCE = Once()
     metrics._internal._METER_PROVIDER = None
     telemetry._reset_for_tests()
+    runner_metrics._reset_for_tests()
 
 
 def _by_name(finished: tuple[ReadableSpan, ...], prefix: str) -> list[ReadableSpan]:
