@@ -166,6 +166,16 @@ async def test_appends_and_conflicts_are_counted(meter_reader: InMemoryMetricRea
         if p.attributes["eventtape.category"] == "order"
     }
     assert durations == {"ok": 1, "conflict": 1}
+    # Buckets in seconds (50 µs to 10 s), not the SDK's default ones sized for milliseconds,
+    # where every append would land in "0 to 5".
+    (ok,) = [
+        p
+        for p in points["eventtape.append.duration"]
+        if p.attributes["eventtape.category"] == "order"
+        and p.attributes["eventtape.outcome"] == "ok"
+    ]
+    assert tuple(ok.explicit_bounds) == telemetry.APPEND_SECONDS_BUCKETS
+    assert sum(ok.bucket_counts[:-1]) == 1  # under 10 s
 
 
 def _fulfillment(shop: Any) -> Any:

@@ -222,6 +222,13 @@ def deadline_span(
         yield
 
 
+APPEND_SECONDS_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)  # fmt: skip
+"""Bucket bounds of the append latency histogram: 50 µs (in memory) to 10 s (a stalled leader)."""
+
+
 class AppendInstruments:
     """The append instruments of one meter provider (made once per provider)."""
 
@@ -229,7 +236,12 @@ class AppendInstruments:
         meter = provider.get_meter(_SCOPE)
         self.provider = provider
         self.duration = meter.create_histogram(
-            "eventtape.append.duration", unit="s", description="Time an append took"
+            "eventtape.append.duration",
+            unit="s",
+            description="Time an append took",
+            # The SDK's default buckets (0, 5, 10, 25 ... 10,000) suit milliseconds: in seconds
+            # every append would land in the first one.
+            explicit_bucket_boundaries_advisory=APPEND_SECONDS_BUCKETS,
         )
         self.events = meter.create_counter(
             "eventtape.events.appended", unit="{event}", description="Events appended"
