@@ -12,6 +12,10 @@
   ``OrderCompleted`` event it leads to (their recorded times), with orders placed at a steady
   200/s on the in-memory store; ``saga_latency_p50_jetstream`` / ``_p99_jetstream`` the same on
   JetStream at 50/s (below its saga throughput, so the figure is latency, not queueing).
+- ``saga_throughput_otel_api_no_provider``: the in-memory saga throughput with the
+  OpenTelemetry API installed but no tracer or meter provider set, against the same sagas with
+  the hooks switched off (as if the API were not installed), rounds interleaved. A ratio near
+  1.0 is the promise: telemetry costs nothing measurable until it is set up.
 """
 
 from __future__ import annotations
@@ -160,6 +164,36 @@ async def latencies(store: EventStore, shop: Shop, seconds: float, rate: int) ->
     return await completion_ms(store, run)
 
 
+async def telemetry_idle(orders: int, rounds: int) -> None:
+    """``saga_throughput_otel_api_no_provider`` (see the module docstring)."""
+    from eventtape._core import telemetry
+
+    if telemetry._trace is None:
+        return  # the API is not installed: nothing to compare
+
+    async def rate() -> float:
+        store = InMemoryEventStore(SHOP_REGISTRY)
+        return await saga_rate(store, await open_shop(store), orders)
+
+    hooked = bare = 0.0
+    for _ in range(rounds):
+        hooked = max(hooked, await rate())
+        saved = telemetry._trace, telemetry._metrics
+        telemetry._trace, telemetry._metrics = None, None  # type: ignore[assignment]
+        try:
+            bare = max(bare, await rate())
+        finally:
+            telemetry._trace, telemetry._metrics = saved
+    emit(
+        SUITE,
+        "saga_throughput_otel_api_no_provider",
+        "sagas/s",
+        "higher",
+        hooked,
+        ("same sagas, hooks off", bare),
+    )
+
+
 def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
@@ -183,6 +217,7 @@ async def main(quick: bool) -> None:
     lags = await latencies(memory_store, await open_shop(memory_store), seconds, 200)
     emit(SUITE, "saga_latency_p50", "ms", "lower", percentile(lags, 50))
     emit(SUITE, "saga_latency_p99", "ms", "lower", percentile(lags, 99))
+    await telemetry_idle(orders, rounds=3)
 
     from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
 
