@@ -4,8 +4,10 @@ own, linked to the handling that scheduled them — also after a restart."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
@@ -139,11 +141,28 @@ async def test_a_refused_step_and_its_compensations_have_spans(
     )
 
 
+@pytest.fixture(params=["memory", "jetstream"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[EventStore]:
+    if request.param == "memory":
+        yield InMemoryEventStore(SHOP_REGISTRY)
+        return
+    from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
+
+    name = f"T{uuid4().hex[:10]}"
+    config = JetStreamConfig(stream=name, subject_prefix=f"t.{name}", storage="memory")
+    url = request.getfixturevalue("nats_url")
+    js = await JetStreamEventStore.connect(url, SHOP_REGISTRY, config=config)
+    try:
+        yield js
+    finally:
+        await js.nc.jetstream().delete_stream(name)
+        await js.aclose()
+
+
 async def test_a_deadline_fires_in_its_own_trace_linked_to_what_scheduled_it(
-    spans: InMemorySpanExporter, tmp_path: Path
+    spans: InMemorySpanExporter, tmp_path: Path, store: EventStore
 ) -> None:
     checkpoints = str(tmp_path / "sagas.db")
-    store = InMemoryEventStore(SHOP_REGISTRY)
     shop = await open_shop(store)
     clock = ManualClock()
     tracer = trace.get_tracer("test")
@@ -206,3 +225,16 @@ async def test_without_a_tracer_provider_deadlines_carry_no_trace_context() -> N
         await clock.advance(minutes=16)
         await until(lambda: not s.pending_deadlines("fulfillment"))
     assert [r async for r in store.read_all() if r.headers] == []
+
+
+def test_a_malformed_trace_context_on_a_deadline_is_ignored(
+    spans: InMemorySpanExporter,
+) -> None:
+    from eventtape._core.telemetry import deadline_span
+
+    for junk in ("garbage", "00-" + "0" * 32 + "-" + "0" * 16 + "-01", "x" * 8192):
+        with deadline_span("s", "n", "k", {"traceparent": junk}):
+            pass
+    fired = spans.get_finished_spans()
+    assert [s.name for s in fired] == ["deadline s n"] * 3
+    assert all(not s.links and s.parent is None for s in fired)
