@@ -1,6 +1,7 @@
-"""The shop's Prometheus ``GET /metrics``: after an order it shows appends, projection lag and
-saga backlog; only admins may read it; without the packages (or switched off) it answers 503
-saying why, and the shop works as before."""
+"""The shop's telemetry: one ``POST /orders`` is one trace through reservation, payment and the
+read models; Prometheus ``GET /metrics`` after an order shows appends, projection lag and saga
+backlog; only admins may read it; without the packages (or switched off) it answers 503 saying
+why, and the shop works as before."""
 
 from __future__ import annotations
 
@@ -17,12 +18,17 @@ pytest.importorskip("opentelemetry.exporter.prometheus")
 from examples.order_shop.app import create_app
 from examples.order_shop.metrics import MISSING
 from examples.order_shop.runtime import Settings, Shop
-from opentelemetry import metrics
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util._once import Once
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventtape._core import runner_metrics, telemetry
 from tests.test_order_shop import ADMIN, ALICE, Client, auth
+from tests.test_telemetry import spans
+
+__all__ = ["spans"]  # the fixture, used by name below
 
 
 @pytest.fixture(autouse=True)
@@ -150,3 +156,54 @@ async def test_a_meter_provider_set_by_the_application_is_left_alone(tmp_path: P
     assert response.status_code == 503
     assert "set before the shop" in response.json()["detail"]
     assert metrics._internal._METER_PROVIDER is theirs
+
+
+@pytest.mark.parametrize("store", ["memory", "embedded"])
+async def test_post_orders_is_one_trace_through_reservation_payment_and_read_models(
+    store: str, tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    async with running(Settings(store=store, data_dir=tmp_path)) as client:
+        await client.product("mug")
+        await client.post("/wallets/789/deposit", {"amount": "50.00"}, ALICE)
+        await client.settle()
+        spans.clear()
+        # FastAPI (0.165 on) starts a server span for the request itself; without it, this
+        # span (a client's) stands for it. Either way, one span named "POST /orders" is the root.
+        with trace.get_tracer("test").start_as_current_span("POST /orders"):
+            body = {"items": [{"sku": "mug", "quantity": 2}]}
+            placed = await client.post("/orders", body, ALICE)
+        assert placed.status_code == 202, placed.text
+        await client.settle()
+        assert (await client.order(placed.json()["order_id"], ALICE))["status"] == "paid"
+    finished = spans.get_finished_spans()
+    by_id = {s.context.span_id: s for s in finished}
+
+    def one(name: str) -> ReadableSpan:
+        (found,) = [s for s in finished if s.name == name]
+        return found
+
+    def parent(span: ReadableSpan) -> int | None:
+        return span.parent.span_id if span.parent is not None else None
+
+    def root_of(span: ReadableSpan) -> ReadableSpan:
+        while span.parent is not None:
+            span = by_id[span.parent.span_id]
+        return span
+
+    # request -> reservation -> payment -> marked paid, each caused by the one before ...
+    reserve = one("saga fulfillment OrderCreated")
+    charge = one("saga fulfillment OrderStockReserved")
+    paid = one("saga fulfillment PaymentCompleted")
+    root = root_of(reserve)
+    assert root.name == "POST /orders"
+    assert parent(charge) == reserve.context.span_id
+    assert parent(paid) == charge.context.span_id
+    # ... and every read-model update of the order hangs under what appended its event.
+    assert root_of(one("projection orders_view OrderCreated")) is root
+    assert parent(one("projection orders_view OrderStockReserved")) == reserve.context.span_id
+    assert parent(one("projection orders_view OrderPaid")) == paid.context.span_id
+    stock = [s for s in finished if s.name.startswith("projection stock_view ")]
+    assert stock, "the stock view's update of the reservation is in the trace"
+    assert {parent(s) for s in stock} == {reserve.context.span_id}
+    ours = [s for s in finished if s.name.startswith(("saga ", "projection "))]
+    assert {s.context.trace_id for s in ours} == {root.context.trace_id}
