@@ -82,7 +82,7 @@ class Settings:
             read_model=env("ORDER_SHOP_READ_MODEL"),
             read_model_schema=env("ORDER_SHOP_READ_MODEL_SCHEMA", "public"),
             payment_timeout=timedelta(seconds=float(env("ORDER_SHOP_PAYMENT_TIMEOUT", "900"))),
-            metrics=env("ORDER_SHOP_METRICS", "on") != "off",
+            metrics=env("ORDER_SHOP_METRICS", "on").lower() not in ("off", "0", "false", "no"),
         )
         tokens_file = env("ORDER_SHOP_TOKENS_FILE")
         if tokens_file:
