@@ -26,6 +26,7 @@ __all__ = [
     "DEADLINES_PENDING",
     "EVENTS_PARKED",
     "INSTRUMENTS",
+    "LAG_COUNT_LIMIT",
     "PROJECTION_LAG",
     "SAGA_BACKLOG",
     "SAGA_LAG",
@@ -55,12 +56,18 @@ INSTRUMENTS: dict[str, tuple[str, str]] = {
         "Events in a projection's categories after its checkpoint (counted up to 10,000)",
     ),
     SAGA_BACKLOG: ("{event}", "Events a saga has read and reacts to, not yet handled"),
-    SAGA_LAG: ("{position}", "Store positions between a saga's done checkpoint and the head"),
+    SAGA_LAG: (
+        "{event}",
+        "Events in a saga's categories after its done checkpoint (counted up to 10,000)",
+    ),
     EVENTS_PARKED: ("{event}", "Events a projection or saga gave up on (parked)"),
     DEADLINES_PENDING: ("{deadline}", "Deadlines scheduled, neither fired nor cancelled"),
     DEADLINES_OVERDUE: ("{deadline}", "Pending deadlines already due, not fired yet"),
 }
 """Every runner instrument: name -> (unit, description). All are observable gauges."""
+
+LAG_COUNT_LIMIT = 10_000
+"""Lag gauges count events up to here (a runner far behind reads no more to say so)."""
 
 
 class _Gauges:

@@ -20,7 +20,14 @@ from .._core.errors import (
     describe,
 )
 from .._core.events import Event, RecordedEvent
-from .._core.runner_metrics import EVENTS_PARKED, PROJECTION_LAG, MetricSource, Point, Points
+from .._core.runner_metrics import (
+    EVENTS_PARKED,
+    LAG_COUNT_LIMIT,
+    PROJECTION_LAG,
+    MetricSource,
+    Point,
+    Points,
+)
 from .._core.sinks import ReadModelSink
 from .._core.store import EventStore
 from .._core.telemetry import run_handler
@@ -31,7 +38,7 @@ from .projection import Partition, Projection
 __all__ = ["ProjectionRunner", "ProjectionStatus", "RunnerOptions"]
 
 logger = logging.getLogger("eventtape.projections")
-_LAG_COUNT_LIMIT = 10_000
+_LAG_COUNT_LIMIT = LAG_COUNT_LIMIT
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

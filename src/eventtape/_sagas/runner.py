@@ -19,6 +19,7 @@ from .._core.runner_metrics import (
     DEADLINES_OVERDUE,
     DEADLINES_PENDING,
     EVENTS_PARKED,
+    LAG_COUNT_LIMIT,
     SAGA_BACKLOG,
     SAGA_LAG,
     MetricSource,
@@ -469,11 +470,19 @@ class _SagaWorker:
         series = {"eventtape.handler.name": self.saga.name}
         now = self.clock.now()
         pending = list(self.deadlines.pending.values())
-        head = await self.store.head_position()
+        # Counted, not a difference of positions: those have gaps (on JetStream a message's
+        # events are numbered sequence * 1000 + index), and other categories' events.
+        lag = 0
+        async for _ in self.store.read_all(
+            from_position=self.feed.checkpoint + 1,
+            categories=self.saga.categories,
+            limit=LAG_COUNT_LIMIT,
+        ):
+            lag += 1
         parked = len(await self.sink.parked(self.saga.name))
         return {
             SAGA_BACKLOG: [(self.backlog(), series)],
-            SAGA_LAG: [(max(head - self.feed.checkpoint, 0), series)],
+            SAGA_LAG: [(lag, series)],
             EVENTS_PARKED: [(parked, {**series, "eventtape.handler.kind": "saga"})],
             DEADLINES_PENDING: [(len(pending), series)],
             DEADLINES_OVERDUE: [(sum(1 for d in pending if d.due_at <= now), series)],
