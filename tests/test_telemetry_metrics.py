@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,22 +20,28 @@ from eventtape import (
     Deadline,
     EventStore,
     InMemoryEventStore,
+    InMemoryLeases,
     ManualClock,
     Projection,
     ProjectionRunner,
     RecordedEvent,
+    Repository,
     RunnerOptions,
     Saga,
     SagaContext,
     SagaOptions,
     SagaRunner,
+    Sharing,
     handles,
     on_deadline,
     reacts_to,
 )
 from eventtape._core.runner_metrics import INSTRUMENTS
 from eventtape.sinks.sqlite import SqliteSink
+from tests.domain import REGISTRY, Order
+from tests.projections import OrderSummary
 from tests.shop import SHOP_REGISTRY, OrderPlaced
+from tests.test_projections import place as place_order
 from tests.test_sagas import open_shop, place
 from tests.test_sharing import until
 from tests.test_telemetry import meter_reader
@@ -245,3 +252,41 @@ async def test_metrics_interval_must_be_positive() -> None:
             SagaOptions(metrics_interval=bad)
     with pytest.raises(InvalidArgument):
         SagaOptions(metrics_interval="5")  # type: ignore[arg-type]
+
+
+async def test_runners_sharing_partitions_each_report_only_their_own(
+    meter_reader: InMemoryMetricReader, tmp_path: Path
+) -> None:
+    store = InMemoryEventStore(REGISTRY)
+    orders = Repository(store, Order)
+    for n in range(12):
+        await place_order(orders, str(n))
+    leases = InMemoryLeases(ttl=0.3)
+    sinks = [SqliteSink(tmp_path / "read.db") for _ in range(2)]
+    a, b = (
+        ProjectionRunner(store, sink, [OrderSummary()], sharing=Sharing(leases, 6, member=m))
+        for sink, m in zip(sinks, "ab", strict=True)
+    )
+    await a.start()
+    await b.start()
+    try:
+        await until(lambda: bool(b.owned()) and len(a.owned()) + len(b.owned()) == 6)
+        await a.refresh_metrics()
+        await b.refresh_metrics()
+        reported = [
+            {dict(attributes)["eventtape.partition"] for _, attributes in runner_points}
+            for runner_points in (
+                a._metrics.points["eventtape.projection.lag"],
+                b._metrics.points["eventtape.projection.lag"],
+            )
+        ]
+        assert reported == [{p for _, p in a.owned()}, {p for _, p in b.owned()}]
+        assert not reported[0] & reported[1]
+        assert len(reported[0] | reported[1]) == 6
+        lag = gauges(meter_reader)["eventtape.projection.lag"]
+        assert len(lag) == 6  # one series per partition, from whichever runner owns it
+    finally:
+        await a.aclose()
+        await b.aclose()
+        for sink in sinks:
+            await sink.aclose()
