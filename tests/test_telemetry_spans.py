@@ -4,7 +4,9 @@ own, linked to the handling that scheduled them — also after a restart."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -27,7 +29,8 @@ from eventtape import (
     SagaRunner,
     handles,
 )
-from eventtape._core.system_events import DeadlineScheduled
+from eventtape._core import telemetry
+from eventtape._core.wire import DEADLINE_TRACES_HEADER
 from eventtape.sinks.sqlite import SqliteSink
 from tests.shop import (
     SHOP_REGISTRY,
@@ -174,14 +177,6 @@ async def test_a_deadline_fires_in_its_own_trace_linked_to_what_scheduled_it(
         with tracer.start_as_current_span("POST /orders 2") as second:
             await place(shop, "2", "rich", pay_later=True)
         await settle(s, store)
-    scheduled = {
-        r.event.key: r
-        async for r in store.read_stream("deadline-fulfillment")
-        if isinstance(r.event, DeadlineScheduled)
-    }
-    for key, request in (("1", first), ("2", second)):
-        trace_id = int(scheduled[key].headers["traceparent"].split("-")[1], 16)
-        assert trace_id == request.get_span_context().trace_id, f"deadline {key}"
 
     # A new runner (a restart) finds the deadlines in the store, with what scheduled them.
     spans.clear()
@@ -189,6 +184,10 @@ async def test_a_deadline_fires_in_its_own_trace_linked_to_what_scheduled_it(
         SagaRunner(store, SqliteSink(checkpoints), [Fulfillment(shop)], clock=clock) as sagas,
         ProjectionRunner(store, SqliteSink(":memory:"), [OrderLog()]) as projections,
     ):
+        scheduled = {d.key: d.scheduled_by for d in sagas.pending_deadlines("fulfillment")}
+        for key, request in (("1", first), ("2", second)):
+            trace_id = int(scheduled[key]["traceparent"].split("-")[1], 16)
+            assert trace_id == request.get_span_context().trace_id, f"deadline {key}"
         await clock.advance(minutes=16)
         await until(lambda: not sagas.pending_deadlines("fulfillment"))
         await settle(sagas, store)
@@ -205,7 +204,7 @@ async def test_a_deadline_fires_in_its_own_trace_linked_to_what_scheduled_it(
         request = first if order_id == "1" else second
         (link,) = span.links  # ... linked to the saga's handling of the order's request
         assert link.context.trace_id == request.get_span_context().trace_id
-        scheduling = scheduled[order_id].headers["traceparent"].split("-")[2]
+        scheduling = scheduled[order_id]["traceparent"].split("-")[2]
         assert link.context.span_id == int(scheduling, 16)
         assert span.context.trace_id != request.get_span_context().trace_id
         # The cancellation it caused is in its trace, and so is the read model's update.
@@ -238,3 +237,39 @@ def test_a_malformed_trace_context_on_a_deadline_is_ignored(
     fired = spans.get_finished_spans()
     assert [s.name for s in fired] == ["deadline s n"] * 3
     assert all(not s.links and s.parent is None for s in fired)
+
+
+async def test_deadlines_written_in_one_append_each_keep_their_own_trace(
+    spans: InMemorySpanExporter, store: EventStore
+) -> None:
+    from eventtape._sagas.deadlines import Deadline, DeadlineBook
+
+    clock = ManualClock()
+    book = DeadlineBook(store, "s", clock)
+    tracer = trace.get_tracer("test")
+    requests = {}
+
+    async def schedule(key: str) -> None:
+        with tracer.start_as_current_span(f"request {key}") as request:
+            requests[key] = request.get_span_context()
+            due = clock.now() + timedelta(minutes=1)
+            deadline = Deadline("s", "t", key, due, None, telemetry.trace_headers())
+            await book.schedule(deadline, uuid4())
+
+    # Queued before the writer runs: one append, three traces.
+    await asyncio.gather(*(schedule(key) for key in "abc"))
+    records = [r async for r in store.read_stream("deadline-s")]
+    assert len(records) == 3
+    assert len({r.headers[DEADLINE_TRACES_HEADER] for r in records}) == 1  # one append's
+    assert "traceparent" not in records[0].headers  # no one trace is the append's
+    reloaded = DeadlineBook(store, "s", clock)
+    await reloaded.load()
+    for deadline in reloaded.pending.values():
+        _, trace_id, span_id, _ = deadline.scheduled_by["traceparent"].split("-")
+        context = requests[deadline.key]
+        assert (int(trace_id, 16), int(span_id, 16)) == (context.trace_id, context.span_id)
+
+    # One trace alone: the append carries it as the events' own traceparent too.
+    await schedule("d")
+    (last,) = [r async for r in store.read_stream("deadline-s", from_version=4)]
+    assert last.headers["traceparent"].split("-")[1] == f"{requests['d'].trace_id:032x}"

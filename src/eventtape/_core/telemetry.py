@@ -93,6 +93,17 @@ def _tracer_provider() -> Any:
     )
 
 
+_tracers: tuple[Any, Any] = (None, None)
+
+
+def _tracer(provider: Any) -> Any:
+    """eventtape's tracer of ``provider``, made once (the SDK makes a new one per call)."""
+    global _tracers
+    if _tracers[0] is not provider:
+        _tracers = (provider, provider.get_tracer(_SCOPE))
+    return _tracers[1]
+
+
 def with_trace_context(metadata: Metadata | None) -> Metadata | None:
     """Return ``metadata`` with the current span's trace context in its headers.
 
@@ -127,12 +138,13 @@ async def run_handler(
     context the event was appended under, if any, so the handler's own appends continue the
     same trace; it records the stream, version and position, and any exception.
     """
-    if _trace is None or _PROPAGATOR is None or _tracer_provider() is None:
+    provider = _tracer_provider() if _trace is not None else None
+    if provider is None or _PROPAGATOR is None:
         await handler(instance, record, argument)
         return
     headers: Mapping[str, str] = record.headers
     parent = _PROPAGATOR.extract(headers) if "traceparent" in headers else None
-    tracer = _trace.get_tracer(_SCOPE)
+    tracer = _tracer(provider)
     with tracer.start_as_current_span(
         f"{kind} {owner} {record.event_type}",
         context=parent,
@@ -172,10 +184,11 @@ def span(name: str, attributes: Mapping[str, str | int]) -> Iterator[None]:
     Used for the parts of one handling worth seeing apart: a process manager's steps and
     compensations. An exception is recorded on the span and goes on.
     """
-    if _trace is None or _tracer_provider() is None:
+    provider = _tracer_provider() if _trace is not None else None
+    if provider is None:
         yield
         return
-    with _trace.get_tracer(_SCOPE).start_as_current_span(name, attributes=dict(attributes)):
+    with _tracer(provider).start_as_current_span(name, attributes=dict(attributes)):
         yield
 
 
@@ -196,7 +209,8 @@ def deadline_span(
         key: Which instance it is for.
         scheduled_by: The trace context recorded when it was scheduled (may be empty).
     """
-    if _trace is None or _PROPAGATOR is None or _tracer_provider() is None:
+    provider = _tracer_provider() if _trace is not None else None
+    if provider is None or _PROPAGATOR is None:
         yield
         return
     links = []
@@ -204,7 +218,7 @@ def deadline_span(
         linked = _trace.get_current_span(_PROPAGATOR.extract(scheduled_by)).get_span_context()
         if linked.is_valid:
             links.append(_trace.Link(linked, {"eventtape.link": "scheduled_by"}))
-    tracer = _trace.get_tracer(_SCOPE)
+    tracer = _tracer(provider)
     # An empty context: the timer task's own context may hold whatever span was current
     # when the runner started, which is not this deadline's parent.
     with tracer.start_as_current_span(

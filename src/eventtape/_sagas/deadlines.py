@@ -12,15 +12,23 @@ from datetime import datetime
 
 from .._core.clock import Clock
 from .._core.errors import DuplicateEventId, StreamNotFound
-from .._core.events import EMPTY_HEADERS, Event, Metadata, NewEvent
+from .._core.events import (
+    EMPTY_HEADERS,
+    MAX_HEADER_VALUE_LENGTH,
+    Event,
+    Metadata,
+    NewEvent,
+    RecordedEvent,
+)
 from .._core.store import EventStore
 from .._core.system_events import DeadlineCancelled, DeadlineFired, DeadlineScheduled
 from .._core.telemetry import TRACE_HEADERS, trace_headers
-from .._core.wire import SAGA_NAMESPACE
+from .._core.wire import DEADLINE_TRACES_HEADER, SAGA_NAMESPACE
 
 __all__ = ["Deadline", "DeadlineBook", "deadline_id"]
 
 _WRITE_BATCH = 100  # events per append (JetStream takes at most 100 in one message)
+_TRACE_KEY = 12  # hex digits of an event id naming it in the deadline-traces header
 
 
 def deadline_id(saga: str, name: str, key: str) -> uuid.UUID:
@@ -62,6 +70,47 @@ _Queued = tuple[NewEvent[Event], dict[str, str], "asyncio.Future[None]"]
 """An event waiting for the writer, its caller's trace context, and the caller's future."""
 
 
+def _batch_headers(batch: list[_Queued]) -> dict[str, str]:
+    """The metadata headers of one append of deadline events: their callers' trace contexts.
+
+    Headers are per append, and one append carries the events of many handlings (many
+    traces) at once. So each ``DeadlineScheduled`` names the trace that scheduled it in one
+    header (``DEADLINE_TRACES_HEADER``), which :func:`_scheduled_by` reads back; and when every
+    event of the append comes from one trace (one order's handling), the standard
+    ``traceparent`` too, so the handlers of these events continue that trace. Empty when
+    tracing is off: nothing is added to the events.
+    """
+    pairs: list[str] = []
+    length = 0
+    for new, context, _ in batch:
+        traceparent = context.get("traceparent")
+        if traceparent is None or not isinstance(new.event, DeadlineScheduled):
+            continue
+        pair = f"{new.event_id.hex[:_TRACE_KEY]}={traceparent}"
+        if "," in traceparent or length + len(pair) + 1 > MAX_HEADER_VALUE_LENGTH:
+            continue  # never refuse an append over a trace: that deadline goes unlinked
+        pairs.append(pair)
+        length += len(pair) + 1
+    headers = {DEADLINE_TRACES_HEADER: ",".join(pairs)} if pairs else {}
+    first = batch[0][1]
+    if first and all(context == first for _, context, _ in batch):
+        headers.update(first)
+    return headers
+
+
+def _scheduled_by(record: RecordedEvent[Event]) -> Mapping[str, str]:
+    """The trace context that scheduled the deadline ``record`` stores (empty if none)."""
+    headers = record.headers
+    pairs = headers.get(DEADLINE_TRACES_HEADER)
+    if pairs:
+        key = f"{record.event_id.hex[:_TRACE_KEY]}="
+        for pair in pairs.split(","):
+            if pair.startswith(key):
+                return {"traceparent": pair[len(key) :]}
+        return EMPTY_HEADERS
+    return {h: headers[h] for h in TRACE_HEADERS if h in headers}
+
+
 class DeadlineBook:
     """One saga's pending deadlines, kept as events in the stream ``deadline-<saga>``."""
 
@@ -87,7 +136,7 @@ class DeadlineBook:
                         event.key,
                         event.due_at,
                         event.correlation_id,
-                        {h: record.headers[h] for h in TRACE_HEADERS if h in record.headers},
+                        _scheduled_by(record),
                     )
                     self.pending[deadline.deadline_id] = deadline
                 elif isinstance(event, (DeadlineCancelled, DeadlineFired)):
@@ -122,8 +171,9 @@ class DeadlineBook:
         # Sagas of many orders schedule and cancel deadlines at once, all on this one stream:
         # appended one by one they would race for its tail. One writer appends whatever
         # has queued up meanwhile in one call (one round trip, no conflicts between them).
-        # Each event keeps the trace context of its caller, taken here: the writer runs in
-        # a task of its own, whose context would otherwise be that of whoever started it.
+        # Each event keeps the trace context of its caller, taken here (see _batch_headers):
+        # the writer runs in a task of its own, in an empty context, since its own would be
+        # that of whoever started it.
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._outbox.append((NewEvent(event, event_id), trace_headers(), future))
         if self._writer is None or self._writer.done():
@@ -138,17 +188,9 @@ class DeadlineBook:
         batch: list[_Queued] = []
         try:
             while self._outbox:
-                # One append per run of events with the same trace context (all of them,
-                # when tracing is off), at most _WRITE_BATCH events.
-                headers = self._outbox[0][1]
-                size = 1
-                while (
-                    size < min(len(self._outbox), _WRITE_BATCH) and self._outbox[size][1] == headers
-                ):
-                    size += 1
-                batch, self._outbox = self._outbox[:size], self._outbox[size:]
+                batch, self._outbox = self._outbox[:_WRITE_BATCH], self._outbox[_WRITE_BATCH:]
                 try:
-                    await self._append_together([new for new, _, _ in batch], headers)
+                    await self._append_together([new for new, _, _ in batch], _batch_headers(batch))
                 except Exception as failure:
                     for _, _, future in batch:
                         if not future.done():
