@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.util._once import Once
 from prometheus_client.parser import text_string_to_metric_families
 
+from eventtape import StoreUnavailable
 from eventtape._core import runner_metrics, telemetry
 from tests.test_order_shop import ADMIN, ALICE, Client, auth
 from tests.test_telemetry import spans
@@ -207,3 +208,21 @@ async def test_post_orders_is_one_trace_through_reservation_payment_and_read_mod
     assert {parent(s) for s in stock} == {reserve.context.span_id}
     ours = [s for s in finished if s.name.startswith(("saga ", "projection "))]
     assert {s.context.trace_id for s in ours} == {root.context.trace_id}
+
+
+async def test_with_the_store_away_metrics_answer_with_the_last_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running(Settings(store="memory", data_dir=tmp_path, metrics=True)) as client:
+        await one_order(client)
+        assert (await client.get("/metrics", ADMIN)).status_code == 200
+
+        async def away() -> int:
+            raise StoreUnavailable("the store is away")
+
+        monkeypatch.setattr(client.shop.store, "head_position", away)
+        response = await client.get("/metrics", ADMIN)
+    assert response.status_code == 200
+    found = samples(response.text)
+    assert labelled(found["eventtape_saga_backlog"], handler_name="fulfillment") == [0.0]
+    assert labelled(found["eventtape_events_appended_total"], category="order")

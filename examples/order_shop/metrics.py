@@ -15,6 +15,7 @@ whether metrics are on.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
@@ -23,6 +24,8 @@ from fastapi.responses import JSONResponse, Response
 from .api_common import Actor
 
 __all__ = ["MISSING", "ShopMetrics", "mount_metrics"]
+
+logger = logging.getLogger("order_shop.metrics")
 
 MISSING = (
     "metrics need opentelemetry-sdk and opentelemetry-exporter-prometheus:"
@@ -82,7 +85,12 @@ def mount_metrics(app: FastAPI, shop: Any) -> None:
             return JSONResponse({"detail": state.off_because}, status_code=503)
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        # Fresh gauges for this scrape (the runners also measure every few seconds).
-        await shop.projections.refresh_metrics()
-        await shop.sagas.refresh_metrics()
+        # Fresh gauges for this scrape (the runners also measure every few seconds). If the
+        # store or the read model is away, answer with the last values rather than nothing:
+        # the counters (conflicts, errors) are what tell the story of an outage.
+        for runner in (shop.projections, shop.sagas):
+            try:
+                await runner.refresh_metrics()
+            except Exception as failure:
+                logger.warning("measuring the runners for /metrics failed: %r", failure)
         return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
