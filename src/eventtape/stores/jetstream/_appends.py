@@ -22,12 +22,14 @@ from nats.errors import (
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 
+from ..._core.chain import HashChain
 from ..._core.conditions import AppendResult, ExpectedVersion, StreamState
 from ..._core.errors import (
     AppendRefused,
     ConcurrencyError,
     DuplicateEventId,
     InvalidArgument,
+    SerializationError,
     StoreUnavailable,
 )
 from ..._core.events import EMPTY_METADATA, Event, Metadata, NewEvent
@@ -66,14 +68,24 @@ class Appender:
     """
 
     def __init__(
-        self, nc: Client, registry: EventRegistry, config: JetStreamConfig, direct: DirectGet
+        self,
+        nc: Client,
+        registry: EventRegistry,
+        config: JetStreamConfig,
+        direct: DirectGet,
+        chain: HashChain | None = None,
     ) -> None:
         self._nc = nc
+        self._chain = chain
         self._registry = registry
         self._config = config
         self._direct = direct
         self._prefix = config.subject_prefix + "."
         self.tails: collections.OrderedDict[str, tuple[int, int]] = collections.OrderedDict()
+        # Stream id -> (version, link of the event at that version; None: stored unchained).
+        self.links: collections.OrderedDict[str, tuple[int, bytes | None]] = (
+            collections.OrderedDict()
+        )
 
     async def append(
         self,
@@ -112,7 +124,14 @@ class Appender:
             if isinstance(tail, AppendResult):
                 return tail
             version, sequence = tail
-            body, _ = encode_append(self._registry, stream_id, version + 1, new, meta)
+            previous = (
+                await self._previous_link(stream_id, version, sequence)
+                if self._chain is not None and version
+                else None
+            )
+            body, _, link = encode_append(
+                self._registry, stream_id, version + 1, new, meta, self._chain, previous
+            )
             self._check_size(stream_id, body, len(new))
             headers = {
                 "Nats-Msg-Id": str(new[0].event_id),
@@ -126,6 +145,8 @@ class Appender:
                     return await self._original_result(stream_id, new, int(ack["seq"]))
                 acked = int(ack["seq"])
                 self.remember(stream_id, version + len(new), acked)
+                if self._chain is not None:
+                    self.remember_link(stream_id, version + len(new), link)
                 return _result(stream_id, version + 1, len(new), acked)
             code = error.get("err_code")
             if code == _DUPLICATE_IN_PROCESS:
@@ -150,6 +171,43 @@ class Appender:
             stream_id,
             f"others kept appending first; gave up after {attempts} attempts (max_append_attempts)",
         )
+
+    async def _previous_link(self, stream_id: str, version: int, sequence: int) -> bytes | None:
+        """The link of the stream's event ``version``, stored in message ``sequence``."""
+        cached = self.links.get(stream_id)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        message = await self._direct.by_sequence(sequence)
+        envelope = decode_envelope(message, self._prefix) if message is not None else None
+        if envelope is None or envelope.stream_id != stream_id or envelope.last_version != version:
+            # The tail moved (deleted, or the stream re-created) since it was read: the
+            # expected sequence then fails the append as well, and the retry reads it afresh.
+            return None
+        link = envelope.body["events"][-1].get("link")
+        try:
+            return bytes.fromhex(link) if isinstance(link, str) else None
+        except ValueError as error:
+            raise SerializationError(
+                f"the last event of {stream_id!r} (version {version}) has a corrupt link"
+                f" {link[:80]!r}: run `eventtape verify {stream_id}`"
+            ) from error
+
+    def remember_link(self, stream_id: str, version: int, link: bytes | None) -> None:
+        links = self.links
+        links[stream_id] = (version, link)
+        links.move_to_end(stream_id)
+        if len(links) > _TAIL_CACHE_SIZE:
+            links.popitem(last=False)
+
+    def remember_read_link(self, stream_id: str, version: int, hex_link: object) -> None:
+        """Remember the link of the last event a read returned (saves a get at the next append)."""
+        if not isinstance(hex_link, str) and hex_link is not None:
+            return
+        try:
+            link = bytes.fromhex(hex_link) if hex_link is not None else None
+        except ValueError:
+            return  # a corrupt link: the append reads it and reports it
+        self.remember_link(stream_id, version, link)
 
     def _check_size(self, stream_id: str, body: bytes, count: int) -> None:
         """Refuse, before sending, what the server would refuse as too large."""

@@ -28,6 +28,7 @@ from uuid import UUID
 import pydantic_core
 from nats.aio.msg import Msg
 
+from ..._core.chain import HashChain, StoredLink
 from ..._core.errors import SerializationError
 from ..._core.events import EMPTY_HEADERS, Event, Metadata, NewEvent, RecordedEvent
 from ..._core.registry import EventRegistry
@@ -79,8 +80,14 @@ def encode_append(
     first_version: int,
     events: list[NewEvent[Event]],
     metadata: Metadata,
-) -> tuple[bytes, list[str]]:
-    """Return the message body of an append, and the type names of its events."""
+    chain: HashChain | None = None,
+    previous: bytes | None = None,
+) -> tuple[bytes, list[str], bytes | None]:
+    """Return the message body of an append, the type names of its events, and its last link.
+
+    With a ``chain``, each event carries its link (``"link"``, hex) chained from ``previous``
+    (the link of the stream's last event; ``None`` for a new or unchained stream).
+    """
     if len(events) > MAX_EVENTS_PER_APPEND:
         raise ValueError(
             f"an append holds at most {MAX_EVENTS_PER_APPEND} events on JetStream, "
@@ -102,18 +109,37 @@ def encode_append(
         json.dumps(dict(metadata.headers)).encode() if metadata.headers else b"{}",
         b',"events":[',
     ]
+    shared = (
+        chain.append_part(
+            stream_id,
+            metadata.actor,
+            metadata.causation_id,
+            metadata.correlation_id,
+            metadata.headers,
+        )
+        if chain is not None
+        else b""
+    )
+    link = previous
     for index, item in enumerate(events):
         name, schema, data = registry.encode(item.event)
         names.append(name)
+        event_id = str(item.event_id)
         parts += (
             b',{"id":"' if index else b'{"id":"',
-            str(item.event_id).encode(),
+            event_id.encode(),
             _type_and_schema(name, schema),
             data,
-            b"}",
         )
+        if chain is None:
+            parts.append(b"}")
+        else:
+            link = chain.link(
+                link, first_version + index, item.event_id, name, schema, shared, data
+            )
+            parts += (b',"link":"', link.hex().encode(), b'"}')
     parts.append(b"]}")
-    return b"".join(parts), names
+    return b"".join(parts), names, link if chain is not None else None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -160,6 +186,50 @@ class Envelope:
             if pydantic_core.from_json(data) != event["data"]:
                 return False
         return True
+
+    def links(self) -> list[StoredLink]:
+        """The append's events as a chain verifier reads them (raw, without the registry).
+
+        Raises:
+            SerializationError: If an event lacks a field a link covers.
+        """
+        body = self.body
+        stream_id = self.stream_id
+        headers = body.get("headers") or {}
+        actor, causation, correlation = (
+            body.get("actor"),
+            body.get("causation_id"),
+            body.get("correlation_id"),
+        )
+        base = self.sequence * POSITION_STRIDE
+        version = self.first_version
+        links = []
+        for index, stored in enumerate(body["events"]):
+            try:
+                link = stored.get("link")
+                if not (isinstance(link, str) or link is None):
+                    raise TypeError(f"link is {type(link).__name__}")
+                links.append(
+                    StoredLink(
+                        stream_id,
+                        version + index,
+                        base + index,
+                        UUID(stored["id"]),
+                        str(stored["type"]),
+                        int(stored["schema"]),
+                        actor,
+                        causation,
+                        correlation,
+                        headers,
+                        pydantic_core.to_json(stored["data"]),
+                        link,
+                    )
+                )
+            except (KeyError, TypeError, ValueError) as error:
+                raise SerializationError(
+                    f"corrupt event at stream {stream_id!r}, position {base + index}: {error!r}"
+                ) from error
+        return links
 
     def records(
         self, registry: EventRegistry, first_index: int = 0, last_index: int | None = None

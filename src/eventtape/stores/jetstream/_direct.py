@@ -95,6 +95,21 @@ class DirectGet:
             raise StreamNotFound(self._stream, f"JetStream stream {self._stream!r}: {description}")
         return info
 
+    async def stream_info_deleted(self) -> dict[str, Any]:
+        """Return the stream's info with the list of its deleted sequences."""
+        subject = f"$JS.API.STREAM.INFO.{self._stream}"
+        try:
+            reply = await self._nc.request(
+                subject, json.dumps({"deleted_details": True}).encode(), timeout=self._timeout
+            )
+        except (NatsTimeout, NoRespondersError, ConnectionClosedError) as error:
+            raise StoreUnavailable(f"cannot read the stream's state: {error!r}") from error
+        info: dict[str, Any] = json.loads(reply.data)
+        if "error" in info:
+            description = info["error"].get("description")
+            raise StreamNotFound(self._stream, f"JetStream stream {self._stream!r}: {description}")
+        return info
+
     async def head_position(self, prefix: str) -> int:
         """Return the position of the stream's last event (0 if it is empty)."""
         last = int((await self.stream_info())["state"]["last_seq"])

@@ -13,6 +13,7 @@ import nats
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
+from ..._core.chain import UNKEYED, ChainReport, HashChain, StoredLink
 from ..._core.conditions import AppendResult, ExpectedVersion, StreamState
 from ..._core.dcb import AppendCondition, DcbReadResult, Query, TaggedEvent
 from ..._core.errors import (
@@ -38,6 +39,7 @@ from ._dcb import DcbJetStream
 from ._direct import DirectGet
 from ._provision import provision_stream
 from ._subscription import JetStreamSubscription
+from ._verify import chain_links, removed_messages
 
 __all__ = ["JetStreamEventStore"]
 
@@ -67,6 +69,9 @@ class JetStreamEventStore:
         registry: The event registry.
         config: Stream layout and timeouts.
         owns_connection: Close ``nc`` in :meth:`aclose`.
+        chain: How appended events are linked for tamper evidence (see
+            :func:`eventtape.verify`): plain SHA-256 by default, HMAC with
+            ``HashChain(key=...)``, none with ``None``.
     """
 
     def __init__(
@@ -76,14 +81,18 @@ class JetStreamEventStore:
         config: JetStreamConfig | None = None,
         *,
         owns_connection: bool = False,
+        chain: HashChain | None = UNKEYED,
     ) -> None:
+        if chain is not None and not isinstance(chain, HashChain):
+            raise InvalidArgument(f"chain takes a HashChain or None, not {type(chain).__name__}")
         self._nc = nc
+        self._chain = chain
         self._registry = registry
         self._config = config or JetStreamConfig()
         self._owns_connection = owns_connection
         self._direct = DirectGet(nc, self._config.stream, self._config.request_timeout)
-        self._appender = Appender(nc, registry, self._config, self._direct)
-        self._dcb = DcbJetStream(nc, registry, self._config, self._direct)
+        self._appender = Appender(nc, registry, self._config, self._direct, chain)
+        self._dcb = DcbJetStream(nc, registry, self._config, self._direct, chain)
         self._subscriptions: set[JetStreamSubscription] = set()
         self._prefix = self._config.subject_prefix + "."
         self._started = False
@@ -97,6 +106,7 @@ class JetStreamEventStore:
         registry: EventRegistry,
         *,
         config: JetStreamConfig | None = None,
+        chain: HashChain | None = UNKEYED,
         **connect_options: Any,
     ) -> Self:
         """Connect to NATS, create or verify the stream, and return a store owning the connection.
@@ -106,6 +116,7 @@ class JetStreamEventStore:
                 several, comma-separated (the ``NATS_URL`` convention), as for a cluster.
             registry: The event registry.
             config: Stream layout and timeouts.
+            chain: How appended events are linked (see the class's ``chain``).
             **connect_options: Passed to :func:`nats.connect` (credentials, TLS, names ...).
 
         Raises:
@@ -118,7 +129,7 @@ class JetStreamEventStore:
             nc = await nats.connect(servers, **connect_options)
         except Exception as error:
             raise StoreUnavailable(f"cannot connect to NATS at {servers!r}: {error!r}") from error
-        store = cls(nc, registry, config, owns_connection=True)
+        store = cls(nc, registry, config, owns_connection=True, chain=chain)
         try:
             await store.start()
         except BaseException:
@@ -128,10 +139,15 @@ class JetStreamEventStore:
 
     @classmethod
     async def open(
-        cls, nc: Client, registry: EventRegistry, *, config: JetStreamConfig | None = None
+        cls,
+        nc: Client,
+        registry: EventRegistry,
+        *,
+        config: JetStreamConfig | None = None,
+        chain: HashChain | None = UNKEYED,
     ) -> Self:
         """Create or verify the stream on an existing connection and return the store."""
-        store = cls(nc, registry, config)
+        store = cls(nc, registry, config, chain=chain)
         await store.start()
         return store
 
@@ -152,6 +168,11 @@ class JetStreamEventStore:
     def config(self) -> JetStreamConfig:
         """The stream layout and timeouts."""
         return self._config
+
+    @property
+    def chain(self) -> HashChain | None:
+        """How this store links the events it appends (``None``: it does not)."""
+        return self._chain
 
     # -- appending ----------------------------------------------------------------------
 
@@ -290,6 +311,10 @@ class JetStreamEventStore:
             raise StreamNotFound(stream_id)
         if envelope is not None:
             self._appender.remember_if_newer(stream_id, envelope.last_version, envelope.sequence)
+            if self._chain is not None:
+                self._appender.remember_read_link(
+                    stream_id, envelope.last_version, envelope.body["events"][-1].get("link")
+                )
 
     def _start_sequence(self, stream_id: str, from_version: int, position_hint: int | None) -> int:
         """Where a stream's batched read starts: never before what a hint says.
@@ -415,6 +440,24 @@ class JetStreamEventStore:
             for record in envelope.records(self._registry, skip)
             if event_types is None or record.event_type in event_types
         ]
+
+    # -- verifying ----------------------------------------------------------------------
+
+    async def chain_links(
+        self, stream_id: str | None = None
+    ) -> AsyncIterator[StoredLink | ChainReport]:
+        """Every stored event of ``stream_id`` (or of the whole store), raw, in sequence order,
+        as :func:`eventtape.verify` reads it; a message that is not a readable append shows as
+        an ``unreadable`` report of the stream its subject names."""
+        self._check_started()
+        async for item in chain_links(self._direct, self._config, stream_id):
+            yield item
+
+    async def removed_messages(self) -> tuple[tuple[int, int], ...]:
+        """Ranges of message sequences gone from the stream: deleted (the store never deletes;
+        ``deny_delete`` is on by default) or purged from its start."""
+        self._check_started()
+        return await removed_messages(self._direct)
 
     async def stream_version(self, stream_id: str) -> int:
         """Return the stream's version (0 if it has no events): one direct get."""
