@@ -28,6 +28,7 @@ from eventtape import (
     RecordedEvent,
     SagaRunner,
     handles,
+    verify,
 )
 from eventtape._core import telemetry
 from eventtape._core.wire import DEADLINE_TRACES_HEADER
@@ -212,6 +213,7 @@ async def test_a_deadline_fires_in_its_own_trace_linked_to_what_scheduled_it(
         assert (await written_under(store, stream, "OrderCancelled"))[0] == span.context.trace_id
     logged = [s for s in finished if s.name == "projection order_log OrderCancelled"]
     assert {parent_of(s) for s in logged} == {s.context.span_id for s in fired}
+    assert (await verify(store)).ok
 
 
 async def test_without_a_tracer_provider_deadlines_carry_no_trace_context() -> None:
@@ -273,3 +275,4 @@ async def test_deadlines_written_in_one_append_each_keep_their_own_trace(
     await schedule("d")
     (last,) = [r async for r in store.read_stream("deadline-s", from_version=4)]
     assert last.headers["traceparent"].split("-")[1] == f"{requests['d'].trace_id:032x}"
+    assert (await verify(store, "deadline-s")).ok  # the headers are in the hash chain
