@@ -23,6 +23,7 @@ def test_persisted_names_are_pinned() -> None:
     assert wire.LAST_VERSION_HEADER == "Eventtape-Last-Version"
     assert wire.DEFAULT_SNAPSHOT_STREAM == "EVENTTAPE_SNAPSHOTS"
     assert wire.DCB_TAGS_HEADER == "Eventtape-Tags"
+    assert wire.DEADLINE_TRACES_HEADER == "eventtape-deadline-traces"
     assert (wire.DCB_CATEGORY, wire.STREAM_TAG_PREFIX) == ("dcb", "stream:")
     assert wire.DEFAULT_SNAPSHOT_SUBJECT_PREFIX == "eventtape.snapshots"
     assert wire.DEFAULT_KEYS_BUCKET == "EVENTTAPE_KEYS"

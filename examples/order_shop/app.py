@@ -35,6 +35,7 @@ from .console import mount_console
 from .coupons import CouponRefused, Coupons, register_coupon_events
 from .domain import REGISTRY, Line, MoneyDeposited, Order, OrderCreated, Product, Wallet
 from .http_guard import MAX_BODY_BYTES, BodyGuard
+from .metrics import mount_metrics
 from .runtime import Settings, Shop
 from .schemas import (
     CancelIn,
@@ -102,6 +103,7 @@ def create_app(
     coupons = app.state.coupons = Coupons()
     app.add_middleware(BodyGuard, max_bytes=max_body_bytes, exempt=("/console",))
     mount_console(app, shop)  # the web console for admins, at /console
+    mount_metrics(app, shop)  # Prometheus GET /metrics for admins (eventtape[prometheus])
 
     install_error_handlers(app)
 

@@ -59,6 +59,9 @@ class Settings:
         stream: The JetStream stream name.
         payment_timeout: How long an order may wait for its payment.
         tokens: Bearer token -> actor (``user:<id>``, ``admin:<name>``).
+        metrics: Serve Prometheus ``GET /metrics`` (needs ``eventtape[prometheus]``; it sets
+            the process's OpenTelemetry meter provider, so it is off unless asked for;
+            ``ORDER_SHOP_METRICS`` turns it on, and the demo's ``from_env`` does by default).
     """
 
     store: str = "embedded"
@@ -68,6 +71,7 @@ class Settings:
     stream: str = "ORDER_SHOP"
     payment_timeout: timedelta = timedelta(minutes=15)
     tokens: dict[str, str] = dataclasses.field(default_factory=lambda: dict(DEMO_TOKENS))
+    metrics: bool = False
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -78,6 +82,7 @@ class Settings:
             read_model=env("ORDER_SHOP_READ_MODEL"),
             read_model_schema=env("ORDER_SHOP_READ_MODEL_SCHEMA", "public"),
             payment_timeout=timedelta(seconds=float(env("ORDER_SHOP_PAYMENT_TIMEOUT", "900"))),
+            metrics=env("ORDER_SHOP_METRICS", "on").lower() not in ("off", "0", "false", "no"),
         )
         tokens_file = env("ORDER_SHOP_TOKENS_FILE")
         if tokens_file:
