@@ -537,7 +537,7 @@ def create_app(
             "store": "ok",
             "head_position": head,
             "read_model": projections,
-            "saga_backlog_positions": head - shop.sagas.checkpoint("fulfillment"),
+            "saga_backlog_events": shop.sagas.backlog("fulfillment"),
             "parked_saga_events": len(await shop.sagas.parked("fulfillment")),
         }
 

@@ -278,5 +278,5 @@ class Health(BaseModel):
     store: str
     head_position: int
     read_model: list[ProjectionHealth]
-    saga_backlog_positions: int
+    saga_backlog_events: int
     parked_saga_events: int

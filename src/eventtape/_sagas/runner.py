@@ -652,6 +652,11 @@ class SagaRunner:
         """The events a saga gave up on, with why: they need a person's attention."""
         return await self._sink.parked(saga)
 
+    def backlog(self, saga: str) -> int:
+        """Events a saga has read and reacts to, not handled yet (a count, not a position
+        difference: JetStream positions leave gaps)."""
+        return self._workers[saga].backlog()
+
     def checkpoint(self, saga: str) -> int:
         """The last position a saga finished handling."""
         return self._workers[saga].checkpoint
