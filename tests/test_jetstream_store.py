@@ -249,7 +249,10 @@ async def test_a_subscription_wakes_on_each_append_not_on_its_poll(nats_url: str
     ):
         events = aiter(subscription)
         for n in range(3):
+            waiting = asyncio.ensure_future(anext(events))
+            await asyncio.sleep(0.3)  # the subscription has read everything and sleeps
+            assert not waiting.done()
             await store.append(f"order-w{n}", [OrderCancelled(reason=str(n))])
             async with asyncio.timeout(5):  # a missed wake-up would wait 60 s
-                record = await anext(events)
+                record = await waiting
             assert record.stream_id == f"order-w{n}"
