@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Collection, Sequence
-from typing import Any, Self
+from typing import Any, Final, Self
 
 from .._core.conditions import AppendResult, ExpectedVersion, StreamState
 from .._core.errors import InvalidArgument
@@ -35,6 +35,9 @@ class PrivateEventStore:
             Another process's ``forget`` takes effect here within this time; ``0`` asks the
             key store on every read.
     """
+
+    holds_personal_data: Final = True
+    """Tells :class:`eventtape.Repository` to accept only snapshot stores that seal it."""
 
     def __init__(self, inner: EventStore, keys: KeyStore, *, key_cache_seconds: float = 60.0):
         if (
