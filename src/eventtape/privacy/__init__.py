@@ -3,6 +3,7 @@
 Needs the ``crypto`` extra (``cryptography``). See the privacy guide.
 """
 
+from .._core.privacy import ENCRYPTED as ENCRYPTED
 from .._core.privacy import FORGOTTEN as FORGOTTEN
 from .._core.privacy import KeyStore as KeyStore
 from .._core.privacy import Personal as Personal
@@ -11,6 +12,7 @@ from ._snapshots import PrivateSnapshotStore as PrivateSnapshotStore
 from ._store import PrivateEventStore as PrivateEventStore
 
 __all__ = [
+    "ENCRYPTED",
     "FORGOTTEN",
     "InMemoryKeyStore",
     "KeyStore",
