@@ -37,6 +37,7 @@ __all__ = [
     "SAGA_PARKED_PARTITION",
     "STORED_PREFIX",
     "STREAM_TAG_PREFIX",
+    "SUBJECT_KEYS_TABLE",
     "SYSTEM_EVENT_PREFIX",
 ]
 
@@ -61,6 +62,8 @@ DEFAULT_SNAPSHOT_STREAM: Final = "EVENTTAPE_SNAPSHOTS"
 DEFAULT_SNAPSHOT_SUBJECT_PREFIX: Final = "eventtape.snapshots"
 DEFAULT_KEYS_BUCKET: Final = "EVENTTAPE_KEYS"
 """The JetStream key-value bucket holding per-subject keys of personal data."""
+SUBJECT_KEYS_TABLE: Final = "eventtape_subject_keys"
+"""The SQL table holding per-subject keys of personal data (SQLite and PostgreSQL)."""
 
 # Dynamic Consistency Boundaries.
 DCB_CATEGORY: Final = "dcb"

@@ -27,6 +27,7 @@ from .._core.errors import (
     StoreUnavailable,
     StreamNotFound,
 )
+from .._core.privacy import mask_ciphertext
 from .._core.wire import (
     CHECKPOINTS_TABLE,
     DEFAULT_STREAM,
@@ -172,7 +173,8 @@ def _summary(data: dict[str, Any], width: int = 60) -> str:
 async def _history(args: argparse.Namespace, out: Output) -> None:
     reader = await _connect(args)
     try:
-        entries = await reader.history(args.stream_id)
+        # The CLI never decrypts: personal fields show as "[encrypted]", forgotten or not.
+        entries = [mask_ciphertext(entry) for entry in await reader.history(args.stream_id)]
         if args.at_version is not None:
             await _state_at(args, out, entries)
             return
@@ -219,6 +221,7 @@ async def _tail(args: argparse.Namespace, out: Output) -> None:
     try:
         async with contextlib.aclosing(reader.follow(args.from_position, args.category)) as events:
             async for e in events:
+                e = mask_ciphertext(e)  # personal fields show as "[encrypted]"
                 out.record(
                     e,
                     f"{e['position']:>10}  {e['recorded_at']}  {e['stream_id']} v{e['version']}  "
