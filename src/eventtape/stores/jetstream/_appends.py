@@ -182,11 +182,13 @@ class Appender:
             return None
         link = envelope.body["events"][-1].get("link")
         try:
-            return bytes.fromhex(link) if isinstance(link, str) else None
+            if link is not None and not isinstance(link, str):  # forged: no link is not 5
+                raise ValueError(link)
+            return bytes.fromhex(link) if link is not None else None
         except ValueError as error:
             raise SerializationError(
                 f"the last event of {stream_id!r} (version {version}) has a corrupt link"
-                f" {link[:80]!r}: run `eventtape verify {stream_id}`"
+                f" {link!r:.80}: run `eventtape verify {stream_id}`"
             ) from error
 
     def remember_link(self, stream_id: str, version: int, link: bytes | None) -> None:
@@ -380,7 +382,10 @@ class Appender:
             self.tails.pop(stream_id, None)
             return 0, 0
         header = message.headers.get(LAST_VERSION_HEADER)
-        version = int(header) if header else decode_envelope(message, self._prefix).last_version
+        if header and header.isascii() and header.isdigit():
+            version = int(header)
+        else:  # none, or a forged one: the body tells (or is our SerializationError)
+            version = decode_envelope(message, self._prefix).last_version
         self.remember(stream_id, version, message.sequence)
         return version, message.sequence
 

@@ -1,0 +1,271 @@
+"""Tamper evidence against hostile or careless users: forged messages of every odd shape, racing
+writers, retries, a re-created stream, odd event fields, odd command-line arguments.
+
+A forged message must be reported for its own stream only (never crash ``verify``, never make
+another stream's report wrong); racing and retried appends must keep the chain whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import nats
+import pytest
+
+from eventtape import (
+    EventtapeError,
+    HashChain,
+    Metadata,
+    Verification,
+    verify,
+)
+from eventtape._core.chain import UNKEYED, ChainReport
+from eventtape.cli import main
+from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
+from tests.domain import REGISTRY, OrderCancelled
+
+KEY = b"h" * 32
+
+
+def _only(verification: Verification, stream_id: str) -> ChainReport:
+    (report,) = [r for r in verification.streams if r.stream_id == stream_id]
+    return report
+
+
+@contextlib.asynccontextmanager
+async def _jetstream(
+    url: str, *, chain: HashChain | None = UNKEYED, name: str | None = None
+) -> AsyncIterator[JetStreamEventStore]:
+    name = name or f"H{uuid4().hex[:12]}"
+    config = JetStreamConfig(
+        stream=name, subject_prefix=f"h.{name}", deny_delete=False, deny_purge=False
+    )
+    store = await JetStreamEventStore.connect(url, REGISTRY, config=config, chain=chain)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _raw(url: str) -> AsyncIterator[nats.aio.client.Client]:
+    nc = await nats.connect(url)
+    try:
+        yield nc
+    finally:
+        await nc.close()
+
+
+async def _last_body(store: JetStreamEventStore, stream_id: str) -> dict[str, Any]:
+    js = store.nc.jetstream()
+    message = await js.get_last_msg(
+        store.config.stream, store.config.subject(stream_id.partition("-")[0], stream_id)
+    )
+    body: dict[str, Any] = json.loads(message.data)
+    return body
+
+
+# -- forged messages of every shape ----------------------------------------------------------
+
+
+def _forge(kind: str, body: dict[str, Any]) -> bytes:
+    """A forged version 2 of ``order-2`` (``body`` is its genuine version 1)."""
+    event = dict(body["events"][0], id=str(uuid4()))
+    forged: Any = dict(body, version=2, events=[event])
+    match kind.split(":", 1):
+        case ["link", value]:
+            event["link"] = json.loads(value)
+        case ["version", value]:
+            forged["version"] = json.loads(value)
+        case ["events", value]:
+            forged["events"] = json.loads(value)
+        case ["headers", value]:
+            forged["headers"] = json.loads(value)
+        case ["meta", value]:
+            forged["actor"] = json.loads(value)
+        case ["schema", value]:
+            event["schema"] = json.loads(value)
+        case ["type", value]:
+            event["type"] = json.loads(value)
+        case ["id", value]:
+            event["id"] = json.loads(value)
+        case ["no-data"]:
+            del event["data"]
+        case ["other-stream"]:
+            forged["stream"] = "order-1"
+        case ["not-an-object"]:
+            forged = [forged]
+        case ["huge"]:
+            event["data"] = {"reason": "x" * 900_000}
+        case ["bad-utf8"]:
+            return b'{"stream": "order-2", "version": 2, "events": [{"\xff\xfe": 1}]}'
+        case _:
+            raise AssertionError(kind)
+    return json.dumps(forged).encode()
+
+
+FORGERIES = [
+    "link:5",
+    'link:"zz"',
+    'link:"' + "\\u00e9" * 64 + '"',  # non-ASCII: hmac.compare_digest refuses such strings
+    'link:"' + "AB" * 32 + '"',
+    'version:"2"',
+    "version:-5",
+    "version:18446744073709551617",
+    "version:true",
+    "events:[]",
+    "events:[1]",
+    'headers:["a"]',
+    'headers:"a"',
+    'headers:{"a": 1}',
+    'headers:{"a": null}',
+    "meta:5",
+    'meta:["admin"]',
+    "schema:-1",
+    "schema:4294967296",
+    "schema:1.5",
+    'schema:"1"',
+    "schema:true",
+    "type:5",
+    "type:null",
+    "id:5",
+    'id:"not-a-uuid"',
+    "id:null",
+    "no-data",
+    "other-stream",
+    "not-an-object",
+    "huge",
+    "bad-utf8",
+]
+
+
+@pytest.mark.parametrize("kind", FORGERIES)
+async def test_a_forged_message_breaks_its_own_stream_only(nats_url: str, kind: str) -> None:
+    """Whatever its shape, a forged append is a broken link of its stream: no crash, no
+    false "ok" (a schema ``1.5`` or ``"1"``, or a type ``5``, is not the ``1`` or ``"5"`` that
+    was linked), and the other streams verify as before."""
+    async with _jetstream(nats_url) as store, _raw(nats_url) as nc:
+        await store.append("order-1", [OrderCancelled(reason="a")])
+        await store.append("order-2", [OrderCancelled(reason="b")], metadata=Metadata(actor="u"))
+        genuine = await _last_body(store, "order-2")
+        if kind.startswith("schema") or kind.startswith("type:5"):
+            # Make the forgery a perfect copy but for the field's type: only strict parsing
+            # can tell it from the genuine event.
+            genuine["version"] = 1
+        forged = _forge(kind, genuine)
+        js = nc.jetstream()
+        if kind.startswith(("schema", "type:5")):
+            info = await js.stream_info(store.config.stream)
+            await js.delete_msg(store.config.stream, info.state.last_seq)
+            forged_body = json.loads(forged)
+            forged_body["version"] = 1
+            forged_body["events"][0]["id"] = genuine["events"][0]["id"]
+            forged = json.dumps(forged_body).encode()
+        await js.publish(store.config.subject("order", "order-2"), forged)
+        await store.append("order-1", [OrderCancelled(reason="c")], expected_version=1)
+        result = await verify(store)
+        assert _only(result, "order-1").ok
+        assert _only(result, "order-1").head_version == 2
+        broken = _only(result, "order-2").broken
+        assert broken is not None, kind
+        assert not result.ok
+        single = await verify(store, "order-2")
+        assert _only(single, "order-2").broken is not None
+
+
+@pytest.mark.parametrize(
+    "kind", ['link:"' + "\\u00e9" * 64 + '"', 'headers:{"a": 1}', "schema:-1", "id:5", "meta:5"]
+)
+async def test_the_verify_command_reports_a_forged_message_without_a_traceback(
+    nats_url: str, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with _jetstream(nats_url) as store, _raw(nats_url) as nc:
+        await store.append("order-2", [OrderCancelled(reason="b")])
+        forged = _forge(kind, await _last_body(store, "order-2"))
+        await nc.jetstream().publish(store.config.subject("order", "order-2"), forged)
+        args = _cli(store, nats_url)
+        for command in (["verify", "--all"], ["--json", "verify", "order-2"]):
+            assert await asyncio.to_thread(main, [*args, *command]) == 1
+            captured = capsys.readouterr()
+            assert "Traceback" not in captured.err
+        json.loads(captured.out)
+
+
+async def test_an_append_after_a_forged_tail_fails_clearly_or_works(nats_url: str) -> None:
+    """The store reads the tail's link to chain from it: a corrupt one is our error."""
+    async with _jetstream(nats_url) as store, _raw(nats_url) as nc:
+        await store.append("order-2", [OrderCancelled(reason="b")])
+        genuine = await _last_body(store, "order-2")
+        subject = store.config.subject("order", "order-2")
+        js = nc.jetstream()
+        for kind in FORGERIES:
+            async with _jetstream(nats_url, name=store.config.stream) as fresh:
+                await js.publish(subject, _forge(kind, genuine))
+                with contextlib.suppress(EventtapeError):  # ours, or it works
+                    await fresh.append("order-2", [OrderCancelled(reason="after")])
+        # A forged Eventtape-Last-Version header is our error too, not a ValueError.
+        await js.publish(
+            subject, _forge("link:5", genuine), headers={"Eventtape-Last-Version": "x"}
+        )
+        async with _jetstream(nats_url, name=store.config.stream) as fresh:
+            with contextlib.suppress(EventtapeError):
+                await fresh.append("order-2", [OrderCancelled(reason="after")])
+        # A tail whose link is not hex text cannot be chained from: our error, nothing stored.
+        for link in ('"zz"', "5"):
+            await js.publish(subject, _forge(f"link:{link}", genuine))
+            async with _jetstream(nats_url, name=store.config.stream) as fresh:
+                before = (await js.stream_info(store.config.stream)).state.last_seq
+                with pytest.raises(EventtapeError, match="corrupt link"):
+                    await fresh.append("order-2", [OrderCancelled(reason="after")])
+                assert (await js.stream_info(store.config.stream)).state.last_seq == before
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+def _cli(store: JetStreamEventStore, url: str) -> list[str]:
+    return [
+        "--url",
+        url,
+        "--stream",
+        store.config.stream,
+        "--subject-prefix",
+        store.config.subject_prefix,
+    ]
+
+
+async def test_the_verify_command_with_hostile_arguments(
+    nats_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.key"
+    empty.write_bytes(b"")
+    async with _jetstream(nats_url) as store, _raw(nats_url) as nc:
+        await store.append("order-1", [OrderCancelled(reason="a")])
+        args = _cli(store, nats_url)
+        for key_file in (str(tmp_path), "/dev/zero", str(empty)):
+            code = await asyncio.to_thread(main, [*args, "verify", "--all", "--key-file", key_file])
+            assert code == 2, key_file
+        for stream_id in ("order-\x1b[2J", "", "-", "order-1 order-2", "x" * 10_000, "é-ü"):
+            code = await asyncio.to_thread(main, [*args, "verify", "--", stream_id])
+            assert code in (2, 3), stream_id
+        assert "Traceback" not in capsys.readouterr().err
+        # A forged message on a subject naming a stream with a terminal escape in it.
+        evil = "order-\x1b]0;pwned\x07"
+        await nc.jetstream().publish(
+            f"{store.config.subject_prefix}.order.{evil}",
+            json.dumps({"stream": evil, "version": 1, "events": [{"id": "\x1b[31m"}]}).encode(),
+        )
+        assert await asyncio.to_thread(main, [*args, "verify", "--all"]) == 1
+        printed = capsys.readouterr()
+        assert "\x1b" not in printed.out
+        assert "\x07" not in printed.out
+        assert "Traceback" not in printed.err
+        assert await asyncio.to_thread(main, [*args, "--json", "verify", "--all"]) == 1
+        found = json.loads(capsys.readouterr().out)
+        assert {s["stream_id"] for s in found["streams"]} == {"order-1", evil}
