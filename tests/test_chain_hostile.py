@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -269,3 +270,97 @@ async def test_the_verify_command_with_hostile_arguments(
         assert await asyncio.to_thread(main, [*args, "--json", "verify", "--all"]) == 1
         found = json.loads(capsys.readouterr().out)
         assert {s["stream_id"] for s in found["streams"]} == {"order-1", evil}
+
+
+# -- stale caches, races, retries ------------------------------------------------------------
+
+
+async def test_an_append_after_the_stream_was_re_created_elsewhere_keeps_the_chain(
+    nats_url: str,
+) -> None:
+    """A store caches the tail's link; another process deletes and re-creates the JetStream
+    stream and writes the same stream id up to the same version: the cached link is stale."""
+    async with _jetstream(nats_url) as first:
+        name = first.config.stream
+        await first.append("order-1", [OrderCancelled(reason="a")])
+        await first.append("order-1", [OrderCancelled(reason="b")])
+        await first.nc.jetstream().delete_stream(name)
+        async with _jetstream(nats_url, name=name) as second:
+            await second.append("other-1", [OrderCancelled(reason="shift the sequences")])
+            await second.append("order-1", [OrderCancelled(reason="x")])
+            await second.append("order-1", [OrderCancelled(reason="y")])
+            # Same version (2) as `first` cached, at another sequence.
+            await first.append("order-1", [OrderCancelled(reason="c")])
+            result = await verify(second)
+            assert result.ok, result
+            assert _only(result, "order-1").head_version == 3
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["unkeyed", "keyed"])
+async def test_racing_writers_with_any_keep_the_chain(nats_url: str, key: bytes | None) -> None:
+    """Two stores (two connections) append to the same streams with ANY, and DCB appends
+    race them: whoever wins each round, every link chains from the event really before it."""
+    chain = HashChain(key)
+    async with (
+        _jetstream(nats_url, chain=chain) as first,
+        _jetstream(nats_url, chain=chain, name=first.config.stream) as second,
+    ):
+
+        async def writer(store: JetStreamEventStore, tag: str) -> None:
+            for round_ in range(25):
+                for stream_id in ("order-1", "order-2"):
+                    await store.append(
+                        stream_id,
+                        [OrderCancelled(reason=f"{tag}{round_}")] * (1 + round_ % 3),
+                        metadata=Metadata(actor=f"user:{tag}"),
+                    )
+                if round_ % 5 == 0:
+                    await store.dcb_append([OrderCancelled(reason=f"dcb {tag}{round_}")])
+
+        await asyncio.gather(writer(first, "a"), writer(second, "b"), writer(first, "c"))
+        result = await verify(second)
+        assert result.ok, [r for r in result.streams if not r.ok]
+        for stream_id in ("order-1", "order-2"):
+            # Per writer 25 rounds of 1, 2, 3 events: 9 + 16 + 24.
+            assert _only(result, stream_id).head_version == 3 * 49
+
+
+_ROOT = str(Path(__file__).resolve().parent.parent)
+_WRITER = """
+import asyncio, sys
+from eventtape import HashChain
+from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
+from tests.domain import REGISTRY, OrderCancelled
+
+async def run(url, name):
+    config = JetStreamConfig(stream=name, subject_prefix=f"h.{name}", deny_delete=False,
+                             deny_purge=False)
+    store = await JetStreamEventStore.connect(url, REGISTRY, config=config,
+                                              chain=HashChain(b"h" * 32))
+    for round_ in range(40):
+        await store.append("order-1", [OrderCancelled(reason=f"p{round_}")] * (1 + round_ % 2))
+        if round_ % 8 == 0:
+            await store.dcb_append([OrderCancelled(reason="dcb")])
+    await store.aclose()
+
+asyncio.run(run(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_racing_processes_keep_a_keyed_chain(nats_url: str) -> None:
+    """Two other processes and this one append to one stream with ANY at once."""
+    async with _jetstream(nats_url, chain=HashChain(KEY)) as store:
+        await store.append("order-1", [OrderCancelled(reason="start")])
+        processes = [
+            await asyncio.create_subprocess_exec(
+                sys.executable, "-c", _WRITER, nats_url, store.config.stream, cwd=_ROOT
+            )
+            for _ in range(2)
+        ]
+        for round_ in range(40):
+            await store.append("order-1", [OrderCancelled(reason=f"t{round_}")])
+        assert [await process.wait() for process in processes] == [0, 0]
+        result = await verify(store)
+        assert result.ok, [r for r in result.streams if not r.ok]
+        # 1 + 40 here, and 20 * 1 + 20 * 2 in each other process.
+        assert _only(result, "order-1").head_version == 1 + 40 + 2 * 60

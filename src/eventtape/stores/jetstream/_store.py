@@ -313,7 +313,10 @@ class JetStreamEventStore:
             self._appender.remember_if_newer(stream_id, envelope.last_version, envelope.sequence)
             if self._chain is not None:
                 self._appender.remember_read_link(
-                    stream_id, envelope.last_version, envelope.body["events"][-1].get("link")
+                    stream_id,
+                    envelope.last_version,
+                    envelope.sequence,
+                    envelope.body["events"][-1].get("link"),
                 )
 
     def _start_sequence(self, stream_id: str, from_version: int, position_hint: int | None) -> int:
