@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import json
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import UTC, datetime
@@ -217,6 +218,11 @@ class InMemoryEventStore:
                         f"{type(item.event).__qualname__} does not survive JSON encoding, so a "
                         f"persistent store could not keep it: {error}"
                     ) from error
+                if self._chain is not None and _holds_sets(type(event)):
+                    # A set is written in its iteration order, which the decoded copy stored
+                    # here need not share: link the stored copy's JSON, which is what the
+                    # verifier re-encodes (else an untouched store would verify "altered").
+                    data = registry.encode(event)[2]
             else:
                 event = item.event
                 if not encode:
@@ -620,3 +626,18 @@ class InMemorySnapshotStore:
     async def delete(self, stream_id: str) -> None:
         """Forget the snapshot of ``stream_id``, if any."""
         self._snapshots.pop(stream_id, None)
+
+
+@functools.cache
+def _holds_sets(event_class: type[Event]) -> bool:
+    """Whether the class's schema has a set anywhere (nested models and unions included)."""
+    pending: list[object] = [event_class.__pydantic_core_schema__]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if node.get("type") in ("set", "frozenset"):
+                return True
+            pending.extend(node.values())
+        elif isinstance(node, list | tuple):
+            pending.extend(node)
+    return False
