@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import functools
 import json
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import UTC, datetime
@@ -628,9 +627,18 @@ class InMemorySnapshotStore:
         self._snapshots.pop(stream_id, None)
 
 
-@functools.cache
+_HOLDS_SETS: dict[type, bool] = {}
+
+
 def _holds_sets(event_class: type[Event]) -> bool:
     """Whether the class's schema has a set anywhere (nested models and unions included)."""
+    found = _HOLDS_SETS.get(event_class)
+    if found is None:
+        found = _HOLDS_SETS[event_class] = _schema_holds_sets(event_class)
+    return found
+
+
+def _schema_holds_sets(event_class: type[Event]) -> bool:
     pending: list[object] = [event_class.__pydantic_core_schema__]
     while pending:
         node = pending.pop()
