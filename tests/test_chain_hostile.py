@@ -20,6 +20,8 @@ from uuid import uuid4
 
 import nats
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
 from eventtape import (
@@ -462,3 +464,127 @@ async def test_an_untouched_memory_store_with_sets_and_odd_values_verifies_clean
     broken = _only(await verify(store), "odd-3").broken
     assert broken is not None
     assert (broken.kind, broken.version) == ("altered", 2)
+
+
+# -- upcasters and erasure -------------------------------------------------------------------
+
+
+class _PriceV1(Event):
+    __event_type__ = "PriceSet"
+    price: int
+
+
+class _PriceV2(Event):
+    __event_type__ = "PriceSet"
+    __event_version__ = 2
+    amount: str
+
+
+async def test_links_cover_stored_data_not_upcast_data(nats_url: str) -> None:
+    """Old-schema events written raw, read through an upcaster: the chain is what was stored."""
+    old, new = EventRegistry([_PriceV1]), EventRegistry([_PriceV2])
+
+    @new.upcaster("PriceSet", from_version=1)
+    def cents(data: dict[str, Any]) -> dict[str, Any]:
+        return {"amount": f"{data['price'] / 100:.2f}"}
+
+    async with _jetstream(nats_url, chain=HashChain(KEY)) as first:
+        config = first.config
+        writer = await JetStreamEventStore.open(first.nc, old, config=config, chain=HashChain(KEY))
+        await writer.append("price-1", [_PriceV1(price=1205), _PriceV1(price=99)])
+        reader = await JetStreamEventStore.open(first.nc, new, config=config, chain=HashChain(KEY))
+        read = [record.event async for record in reader.read_stream("price-1")]
+        assert read == [_PriceV2(amount="12.05"), _PriceV2(amount="0.99")]
+        await reader.append("price-1", [_PriceV2(amount="1.00")], expected_version=2)
+        for store in (reader, writer):
+            report = _only(await verify(store), "price-1")
+            assert report.ok, report
+            assert report.head_version == 3
+
+
+async def test_a_private_store_over_jetstream_verifies_before_and_after_forget(
+    nats_url: str,
+) -> None:
+    from eventtape.privacy import InMemoryKeyStore, PrivateEventStore
+    from tests.test_privacy import REGISTRY as PRIVATE
+    from tests.test_privacy import _alice
+
+    async with _jetstream(nats_url, chain=HashChain(KEY)) as plain:
+        inner = await JetStreamEventStore.open(
+            plain.nc, PRIVATE, config=plain.config, chain=HashChain(KEY)
+        )
+        store = PrivateEventStore(inner, InMemoryKeyStore(), key_cache_seconds=0)
+        await store.append("customer-789", [_alice()])
+        await store.append("customer-1", [_alice("1")])
+        await store.append("customer-789", [_alice()], expected_version=1)
+        before = await verify(store)
+        await store.forget("customer:789")
+        await store.append("customer-1", [_alice("1")], expected_version=1)
+        after = await verify(store)
+        assert before.ok, before
+        assert after.ok, after
+        assert _only(after, "customer-789") == _only(before, "customer-789")
+        assert _only(after, "customer-1").head_version == 2
+
+
+# -- the canonical encoding has one reading ---------------------------------------------------
+
+# Text rich in what could confuse a length-prefixed encoding: the separator, the "none" mark,
+# digits (a value may begin with what looks like a length), multi-byte and astral characters.
+_TRICKY = st.text(
+    st.sampled_from(["~", ":", "0", "1", "9", "a", "é", "€", "😀", "\u0301", " "])
+    | st.characters(blacklist_categories=("Cs",)),  # a lone surrogate is no metadata
+    max_size=8,
+)
+
+
+def _parse_append_part(encoded: bytes) -> tuple[object, ...]:
+    """The inverse of :meth:`HashChain.append_part`: its output has exactly one reading."""
+    text, at = encoded.decode(), 0
+
+    def item(none_allowed: bool) -> str | None:
+        nonlocal at
+        if none_allowed and text[at] == "~":
+            at += 1
+            return None
+        colon = text.index(":", at)
+        length = int(text[at:colon])
+        assert text[at:colon] == str(length)  # canonical digits, no sign, no padding
+        at = colon + 1 + length
+        return text[colon + 1 : at]
+
+    stream_id, actor, causation, correlation = (
+        item(False),
+        item(True),
+        item(True),
+        item(True),
+    )
+    colon = text.index(":", at)
+    count, at = int(text[at:colon]), colon + 1
+    headers = {}
+    for _ in range(count):
+        name = item(False)
+        headers[name] = item(False)
+    assert at == len(text)
+    return stream_id, actor, causation, correlation, headers
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    stream_id=_TRICKY,
+    actor=_TRICKY | st.none(),
+    causation=_TRICKY | st.none(),
+    correlation=_TRICKY | st.none(),
+    headers=st.dictionaries(_TRICKY, _TRICKY, max_size=4),
+)
+def test_the_shared_part_of_a_link_has_exactly_one_reading(
+    stream_id: str,
+    actor: str | None,
+    causation: str | None,
+    correlation: str | None,
+    headers: dict[str, str],
+) -> None:
+    """No two (stream, actor, causation, correlation, headers) share an encoding: every
+    encoding decodes back to the one tuple that made it."""
+    encoded = HashChain.append_part(stream_id, actor, causation, correlation, headers)
+    assert _parse_append_part(encoded) == (stream_id, actor, causation, correlation, headers)
