@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
 from eventtape import (
+    DuplicateEventId,
     Event,
     EventRegistry,
     EventtapeError,
@@ -588,3 +589,15 @@ def test_the_shared_part_of_a_link_has_exactly_one_reading(
     encoding decodes back to the one tuple that made it."""
     encoded = HashChain.append_part(stream_id, actor, causation, correlation, headers)
     assert _parse_append_part(encoded) == (stream_id, actor, causation, correlation, headers)
+
+
+async def test_a_retried_append_of_events_with_sets_is_the_original_not_a_duplicate() -> None:
+    """The memory store compared a retry's JSON with its stored copy's: sets broke it."""
+    store = InMemoryEventStore(_ODD)
+    for seed in range(40):
+        events = [NewEvent(_odd(seed), uuid4())]
+        first = await store.append(f"odd-{seed}", events)
+        assert await store.append(f"odd-{seed}", events) == first
+        with pytest.raises(DuplicateEventId):
+            await store.append(f"odd-{seed}", [NewEvent(_odd(seed + 1), events[0].event_id)])
+    assert (await verify(store)).ok
