@@ -601,3 +601,17 @@ async def test_a_retried_append_of_events_with_sets_is_the_original_not_a_duplic
         with pytest.raises(DuplicateEventId):
             await store.append(f"odd-{seed}", [NewEvent(_odd(seed + 1), events[0].event_id)])
     assert (await verify(store)).ok
+
+
+async def test_an_empty_store_verifies_clean(
+    nats_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """nats-server reports sequence 0 as deleted in an empty stream: it is not a removal."""
+    async with _jetstream(nats_url) as store:
+        result = await verify(store)
+        assert (result.ok, result.streams, result.removed_messages) == (True, (), ())
+        args = _cli(store, nats_url)
+        assert await asyncio.to_thread(main, [*args, "verify", "--all"]) == 0
+        assert "REMOVED" not in capsys.readouterr().out
+    empty = InMemoryEventStore(REGISTRY)
+    assert (await verify(empty)).ok

@@ -53,7 +53,10 @@ async def removed_messages(direct: DirectGet) -> tuple[tuple[int, int], ...]:
     removed: list[tuple[int, int]] = []
     if first > 1:
         removed.append((1, first - 1))
-    for sequence in sorted(int(item) for item in state.get("deleted") or ()):
+    # An empty stream reports sequence 0 as deleted (nats-server 2.x): there is no such
+    # message, and an untouched empty store must not verify as tampered.
+    deleted = (int(item) for item in state.get("deleted") or ())
+    for sequence in sorted(sequence for sequence in deleted if sequence >= 1):
         if removed and removed[-1][1] == sequence - 1:
             removed[-1] = (removed[-1][0], sequence)
         else:
