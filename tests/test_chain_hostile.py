@@ -615,3 +615,23 @@ async def test_an_empty_store_verifies_clean(
         assert "REMOVED" not in capsys.readouterr().out
     empty = InMemoryEventStore(REGISTRY)
     assert (await verify(empty)).ok
+
+
+@pytest.mark.parametrize("where", ["zzz.order-1", "order.x.order-1", "order-1"])
+async def test_a_message_beside_a_streams_subject_is_reported_under_its_own(
+    nats_url: str, where: str
+) -> None:
+    """The store's subjects take any depth: a genuine append replayed (or garbage published)
+    on another subject ending in a stream's id is not that stream's history."""
+    async with _jetstream(nats_url, chain=HashChain(KEY)) as store, _raw(nats_url) as nc:
+        await store.append("order-1", [OrderCancelled(reason="a")])
+        genuine = json.dumps(await _last_body(store, "order-1")).encode()
+        for body in (genuine, b"garbage"):
+            await nc.jetstream().publish(f"{store.config.subject_prefix}.{where}", body)
+        result = await verify(store)
+        assert _only(result, "order-1").ok
+        assert _only(result, "order-1") == _only(await verify(store, "order-1"), "order-1")
+        broken = _only(result, f"{store.config.subject_prefix}.{where}").broken
+        assert broken is not None
+        assert broken.kind == "unreadable"
+        assert not result.ok
