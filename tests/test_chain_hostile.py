@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -37,7 +38,7 @@ from eventtape import (
     Verification,
     verify,
 )
-from eventtape._core.chain import UNKEYED, ChainReport
+from eventtape._core.chain import UNKEYED, ChainReport, StoredLink, verify_links
 from eventtape.cli import main
 from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
 from tests.domain import REGISTRY, OrderCancelled
@@ -635,3 +636,24 @@ async def test_a_message_beside_a_streams_subject_is_reported_under_its_own(
         assert broken is not None
         assert broken.kind == "unreadable"
         assert not result.ok
+
+
+@pytest.mark.parametrize(
+    "odd", [{"link": "é" * 64}, {"schema": -1}, {"schema": 2**32}, {"type_name": "\ud800"}]
+)
+async def test_verify_links_from_any_source_reports_what_it_cannot_check(
+    odd: dict[str, Any],
+) -> None:
+    """A third-party ChainSource may hand over anything: a break, never a crash."""
+    chain = HashChain()
+    shared = chain.append_part("s-1", None, None, None, {})
+    event_id = uuid4()
+    link = chain.link(None, 1, event_id, "T", 1, shared, b"{}").hex()
+    good = StoredLink("s-1", 1, 1, event_id, "T", 1, None, None, None, {}, b"{}", link)
+    bad = dataclasses.replace(good, version=2, position=2, **odd)
+    other = dataclasses.replace(good, stream_id="s-2")
+    reports = await verify_links([good, bad, other], chain)
+    assert [report.stream_id for report in reports] == ["s-1", "s-2"]
+    broken = reports[0].broken
+    assert broken is not None
+    assert (broken.kind, broken.version) == ("unreadable", 2)
