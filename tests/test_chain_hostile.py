@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hmac
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -700,3 +701,32 @@ def test_odd_numbers_times_and_text_verify_clean_in_memory(
         assert (await verify(store)).ok
 
     asyncio.run(check())
+
+
+@settings(max_examples=60, deadline=None)
+@given(key=st.binary(min_size=16, max_size=300), data=st.binary(max_size=200))
+def test_a_keyed_link_is_the_standard_hmac_for_any_key_length(key: bytes, data: bytes) -> None:
+    """Keys longer than SHA-256's block (64 bytes) are hashed first, as RFC 2104 says."""
+    raw = bytearray(key)
+    chain = HashChain(raw)
+    raw[:] = b"x" * 16  # the chain copied the key: changing the caller's buffer changes nothing
+    event_id = uuid4()
+    shared = chain.append_part("s-1", None, None, None, {})
+    previous = bytes(32)
+    message = b"".join(
+        (
+            b"eventtape-chain/1\n\x20",
+            previous,
+            (7).to_bytes(8, "big"),
+            event_id.bytes,
+            (1).to_bytes(4, "big"),
+            b"T",
+            (3).to_bytes(4, "big"),
+            shared,
+            len(data).to_bytes(4, "big"),
+            data,
+        )
+    )
+    assert chain.link(previous, 7, event_id, "T", 3, shared, data) == hmac.digest(
+        key, message, "sha256"
+    )
