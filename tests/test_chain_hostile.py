@@ -730,3 +730,20 @@ def test_a_keyed_link_is_the_standard_hmac_for_any_key_length(key: bytes, data: 
     assert chain.link(previous, 7, event_id, "T", 3, shared, data) == hmac.digest(
         key, message, "sha256"
     )
+
+
+async def test_a_forged_stream_without_links_shows_as_unchained_even_when_keyed(
+    nats_url: str,
+) -> None:
+    """Not a broken link (old stores look the same), but never hidden: the guide says so."""
+    async with _jetstream(nats_url, chain=HashChain(KEY)) as store, _raw(nats_url) as nc:
+        await store.append("order-1", [OrderCancelled(reason="a")])
+        forged = await _last_body(store, "order-1")
+        forged["stream"] = "order-666"
+        del forged["events"][0]["link"]
+        await nc.jetstream().publish(
+            store.config.subject("order", "order-666"), json.dumps(forged).encode()
+        )
+        report = _only(await verify(store), "order-666")
+        assert (report.ok, report.unchained_up_to, report.head_link) == (True, 1, None)
+        assert _only(await verify(store), "order-1").unchained_up_to == 0
