@@ -747,3 +747,25 @@ async def test_a_forged_stream_without_links_shows_as_unchained_even_when_keyed(
         report = _only(await verify(store), "order-666")
         assert (report.ok, report.unchained_up_to, report.head_link) == (True, 1, None)
         assert _only(await verify(store), "order-1").unchained_up_to == 0
+
+
+async def test_a_stream_re_created_to_the_same_sequence_and_version_keeps_the_chain(
+    nats_url: str,
+) -> None:
+    """The worst case of a re-created stream: the same stream id at the very sequence and
+    version this store remembers. The server's stream advisories make it forget its tails."""
+    async with _jetstream(nats_url) as first:
+        name = first.config.stream
+        await first.append("order-1", [OrderCancelled(reason="a")])
+        async with _raw(nats_url) as nc:
+            await nc.jetstream().delete_stream(name)
+        async with _jetstream(nats_url, name=name) as second:
+            await second.append("order-1", [OrderCancelled(reason="x")])  # sequence 1 again
+            for _ in range(200):  # the advisory comes asynchronously
+                if not first._appender.links:
+                    break
+                await asyncio.sleep(0.01)
+            await first.append("order-1", [OrderCancelled(reason="c")])
+            result = await verify(second)
+            assert result.ok, result
+            assert _only(result, "order-1").head_version == 2
