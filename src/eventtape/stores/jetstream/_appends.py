@@ -82,8 +82,11 @@ class Appender:
         self._direct = direct
         self._prefix = config.subject_prefix + "."
         self.tails: collections.OrderedDict[str, tuple[int, int]] = collections.OrderedDict()
-        # Stream id -> (version, link of the event at that version; None: stored unchained).
-        self.links: dict[str, tuple[int, bytes | None]] = {}
+        # Stream id -> (version, sequence of the message holding it, link of the event at that
+        # version; None: stored unchained). Keyed by the sequence too: after the JetStream
+        # stream is deleted and re-created elsewhere, the same version at another sequence is
+        # another event, and chaining from the old link would break the chain.
+        self.links: dict[str, tuple[int, int, bytes | None]] = {}
 
     async def append(
         self,
@@ -125,8 +128,8 @@ class Appender:
             previous = None
             if self._chain is not None and version:
                 cached = self.links.get(stream_id)  # inline: the usual case awaits nothing
-                if cached is not None and cached[0] == version:
-                    previous = cached[1]
+                if cached is not None and cached[0] == version and cached[1] == sequence:
+                    previous = cached[2]
                 else:
                     previous = await self._previous_link(stream_id, version, sequence)
             body, _, link = encode_append(
@@ -146,7 +149,7 @@ class Appender:
                 acked = int(ack["seq"])
                 self.remember(stream_id, version + len(new), acked)
                 if self._chain is not None:
-                    self.remember_link(stream_id, version + len(new), link)
+                    self.remember_link(stream_id, version + len(new), acked, link)
                 return _result(stream_id, version + 1, len(new), acked)
             code = error.get("err_code")
             if code == _DUPLICATE_IN_PROCESS:
@@ -182,22 +185,28 @@ class Appender:
             return None
         link = envelope.body["events"][-1].get("link")
         try:
-            return bytes.fromhex(link) if isinstance(link, str) else None
+            if link is not None and not isinstance(link, str):  # forged: no link is not 5
+                raise ValueError(link)
+            return bytes.fromhex(link) if link is not None else None
         except ValueError as error:
             raise SerializationError(
                 f"the last event of {stream_id!r} (version {version}) has a corrupt link"
-                f" {link[:80]!r}: run `eventtape verify {stream_id}`"
+                f" {link!r:.80}: run `eventtape verify {stream_id}`"
             ) from error
 
-    def remember_link(self, stream_id: str, version: int, link: bytes | None) -> None:
+    def remember_link(
+        self, stream_id: str, version: int, sequence: int, link: bytes | None
+    ) -> None:
         links = self.links
         if len(links) >= _TAIL_CACHE_SIZE and stream_id not in links:
             # Bounded without LRU bookkeeping on every append: a forgotten link costs one
             # direct get at that stream's next append.
             links.clear()
-        links[stream_id] = (version, link)
+        links[stream_id] = (version, sequence, link)
 
-    def remember_read_link(self, stream_id: str, version: int, hex_link: object) -> None:
+    def remember_read_link(
+        self, stream_id: str, version: int, sequence: int, hex_link: object
+    ) -> None:
         """Remember the link of the last event a read returned (saves a get at the next append)."""
         if not isinstance(hex_link, str) and hex_link is not None:
             return
@@ -205,7 +214,7 @@ class Appender:
             link = bytes.fromhex(hex_link) if hex_link is not None else None
         except ValueError:
             return  # a corrupt link: the append reads it and reports it
-        self.remember_link(stream_id, version, link)
+        self.remember_link(stream_id, version, sequence, link)
 
     def _check_size(self, stream_id: str, body: bytes, count: int) -> None:
         """Refuse, before sending, what the server would refuse as too large."""
@@ -380,7 +389,10 @@ class Appender:
             self.tails.pop(stream_id, None)
             return 0, 0
         header = message.headers.get(LAST_VERSION_HEADER)
-        version = int(header) if header else decode_envelope(message, self._prefix).last_version
+        if header and header.isascii() and header.isdigit():
+            version = int(header)
+        else:  # none, or a forged one: the body tells (or is our SerializationError)
+            version = decode_envelope(message, self._prefix).last_version
         self.remember(stream_id, version, message.sequence)
         return version, message.sequence
 

@@ -148,6 +148,17 @@ def _type_and_schema(name: str, schema: int) -> bytes:
     return f'","type":{json.dumps(name)},"schema":{schema},"data":'.encode()
 
 
+_MAX_U32 = 2**32 - 1  # a link holds the schema version in 4 bytes, the version in 8
+_MAX_VERSION = 2**63 - MAX_EVENTS_PER_APPEND  # far beyond any real stream, and still 8 bytes
+
+
+def _text_or_none(body: dict[str, Any], field: str) -> str | None:
+    value = body.get(field)
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{field} is {type(value).__name__}, not text")
+    return value
+
+
 class Envelope:
     """One stored append: its parsed body and where it is."""
 
@@ -196,28 +207,49 @@ class Envelope:
         """
         body = self.body
         stream_id = self.stream_id
-        headers = body.get("headers") or {}
-        actor, causation, correlation = (
-            body.get("actor"),
-            body.get("causation_id"),
-            body.get("correlation_id"),
-        )
         base = self.sequence * POSITION_STRIDE
         version = self.first_version
+        try:
+            # Strict types, as the store writes them: a forged message may hold anything, and a
+            # lenient parse would either crash the verifier (``len(5)``, ``(-1).to_bytes``) or
+            # pass a forgery as genuine (a schema ``"1"`` or ``1.5`` read as the linked ``1``).
+            headers = body.get("headers") or {}
+            if not isinstance(headers, dict) or not all(
+                isinstance(name, str) and isinstance(value, str) for name, value in headers.items()
+            ):
+                raise TypeError("headers are not a mapping of text to text")
+            actor, causation, correlation = (
+                _text_or_none(body, "actor"),
+                _text_or_none(body, "causation_id"),
+                _text_or_none(body, "correlation_id"),
+            )
+        except (TypeError, ValueError) as error:
+            raise SerializationError(
+                f"corrupt append at stream {stream_id!r}, position {base}: {error}"
+            ) from error
         links = []
         for index, stored in enumerate(body["events"]):
             try:
-                link = stored.get("link")
-                if not (isinstance(link, str) or link is None):
-                    raise TypeError(f"link is {type(link).__name__}")
+                link, event_id, type_name, schema = (
+                    stored.get("link"),
+                    stored["id"],
+                    stored["type"],
+                    stored["schema"],
+                )
+                if not (link is None or (isinstance(link, str) and link.isascii())):
+                    raise TypeError(f"link is not ASCII text: {link!r:.80}")
+                if not isinstance(event_id, str) or not isinstance(type_name, str):
+                    raise TypeError("id or type is not text")
+                if type(schema) is not int or not 0 <= schema <= _MAX_U32:
+                    raise TypeError(f"schema {schema!r:.40} is not a 32-bit unsigned integer")
                 links.append(
                     StoredLink(
                         stream_id,
                         version + index,
                         base + index,
-                        UUID(stored["id"]),
-                        str(stored["type"]),
-                        int(stored["schema"]),
+                        UUID(event_id),
+                        type_name,
+                        schema,
                         actor,
                         causation,
                         correlation,
@@ -345,7 +377,10 @@ def decode_envelope(message: StoredMessage, expected_prefix: str) -> Envelope:
     if (
         not isinstance(body, dict)
         or not isinstance(body.get("stream"), str)
-        or not isinstance(body.get("version"), int)
+        # A version the store could have written: a forged 0, -5, true or 2**70 would make the
+        # next append's version nonsense (and its link uncomputable).
+        or type(body.get("version")) is not int
+        or not 1 <= body["version"] <= _MAX_VERSION
         or not isinstance(body.get("events"), list)
         or not body["events"]
         or not all(isinstance(event, dict) for event in body["events"])

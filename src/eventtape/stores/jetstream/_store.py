@@ -98,6 +98,7 @@ class JetStreamEventStore:
         self._started = False
         # Stream id -> sequence of its first message: where a read from version 1 starts.
         self._firsts: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._advisories: Any = None
 
     @classmethod
     async def connect(
@@ -157,7 +158,19 @@ class JetStreamEventStore:
             return
         await provision_stream(self._nc, self._config)
         await self._direct.start()
+        # The JetStream stream deleted, re-created, updated or restored by anyone: what this
+        # store remembers about its streams' tails (versions, sequences, links) may describe
+        # messages that are gone, and a stream written again to the same sequence and version
+        # would pass the append's sequence check, chained from a stale link. Forget it all.
+        self._advisories = await self._nc.subscribe(
+            f"$JS.EVENT.ADVISORY.STREAM.*.{self._config.stream}", cb=self._forget_tails
+        )
         self._started = True
+
+    async def _forget_tails(self, _: Any) -> None:
+        self._appender.tails.clear()
+        self._appender.links.clear()
+        self._firsts.clear()
 
     @property
     def registry(self) -> EventRegistry:
@@ -313,7 +326,10 @@ class JetStreamEventStore:
             self._appender.remember_if_newer(stream_id, envelope.last_version, envelope.sequence)
             if self._chain is not None:
                 self._appender.remember_read_link(
-                    stream_id, envelope.last_version, envelope.body["events"][-1].get("link")
+                    stream_id,
+                    envelope.last_version,
+                    envelope.sequence,
+                    envelope.body["events"][-1].get("link"),
                 )
 
     def _start_sequence(self, stream_id: str, from_version: int, position_hint: int | None) -> int:
@@ -504,6 +520,9 @@ class JetStreamEventStore:
         self._started = False
         # Closing must not fail because the server is gone: what is lost then is lost anyway.
         with contextlib.suppress(OSError, NatsError):
+            if self._advisories is not None and not self._nc.is_closed:
+                await self._advisories.unsubscribe()
+            self._advisories = None
             await self._direct.close()
         if self._owns_connection and not self._nc.is_closed:
             with contextlib.suppress(OSError, NatsError):

@@ -33,10 +33,23 @@ async def chain_links(
     found = False
     async for message in direct.batch(1, subject_filter, batch=config.read_batch):
         found = True
+        # Where a stream's appends live: `<prefix>.<category>.<stream id>`. The store's
+        # filter takes any depth, so a message elsewhere that names a stream (`<prefix>.x.
+        # order-1`, a forged or replayed one) is reported under its own subject: it is not in
+        # that stream's history (its reads never see it), and must not break its report.
+        rest = message.subject[len(prefix) :]
         try:
-            links = decode_envelope(message, prefix).links()
+            envelope = decode_envelope(message, prefix)
+            if rest != f"{category_of(envelope.stream_id)}.{envelope.stream_id}":
+                raise SerializationError(
+                    f"message at subject {message.subject!r} claims stream"
+                    f" {envelope.stream_id!r}, whose subject it is not"
+                )
+            links = envelope.links()
         except SerializationError as error:
-            named = message.subject.rpartition(".")[2] or message.subject
+            named = rest.rpartition(".")[2]
+            if rest != f"{category_of(named)}.{named}":
+                named = message.subject  # dotted: never a stream id
             yield unreadable(named, 0, position_of(message.sequence, 0), str(error))
             continue
         for link in links:
@@ -53,7 +66,10 @@ async def removed_messages(direct: DirectGet) -> tuple[tuple[int, int], ...]:
     removed: list[tuple[int, int]] = []
     if first > 1:
         removed.append((1, first - 1))
-    for sequence in sorted(int(item) for item in state.get("deleted") or ()):
+    # An empty stream reports sequence 0 as deleted (nats-server 2.x): there is no such
+    # message, and an untouched empty store must not verify as tampered.
+    deleted = (int(item) for item in state.get("deleted") or ())
+    for sequence in sorted(sequence for sequence in deleted if sequence >= 1):
         if removed and removed[-1][1] == sequence - 1:
             removed[-1] = (removed[-1][0], sequence)
         else:
