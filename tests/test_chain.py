@@ -160,6 +160,15 @@ async def test_a_store_without_the_chain_verifies_as_unchained() -> None:
     assert report.ok
     assert report.unchained_up_to == 4
     assert report.head_link is None
+    # Where every stream should carry links, an unlinked one is a break.
+    strict = await verify(store, require_chain=True)
+    assert not strict.ok
+    broken = _only(strict, "order-1").broken
+    assert broken is not None
+    assert (broken.kind, broken.version) == ("unlinked", 1)
+    chained = InMemoryEventStore(REGISTRY)
+    await _fill(chained)
+    assert (await verify(chained, require_chain=True)).ok
 
 
 async def test_bad_arguments_are_our_errors() -> None:
@@ -474,6 +483,7 @@ async def test_the_verify_command_refuses_bad_usage(
         missing = str(tmp_path / "missing.key")
         assert await asyncio.to_thread(main, [*args, "verify", "--all", "--key-file", missing]) == 2
         assert await asyncio.to_thread(main, [*args, "verify", "order-none"]) == 3
+        assert await asyncio.to_thread(main, [*args, "verify", "--all", "--require-chain"]) == 0
         assert await asyncio.to_thread(main, [*args, "verify", "order.1"]) == 2
         errors = capsys.readouterr().err
         assert "Traceback" not in errors
@@ -542,3 +552,14 @@ async def test_a_forgotten_subject_still_verifies() -> None:
     assert before.ok
     assert after.ok
     assert _only(after, "customer-789").head_link == _only(before, "customer-789").head_link
+
+
+async def test_the_verify_command_can_require_links(
+    nats_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with _jetstream(nats_url, chain=None) as store:
+        await _fill(store)
+        args = _cli(store, nats_url)
+        assert await asyncio.to_thread(main, [*args, "verify", "--all"]) == 0
+        assert await asyncio.to_thread(main, [*args, "verify", "--all", "--require-chain"]) == 1
+        assert "BROKEN at version 1: unlinked" in capsys.readouterr().out

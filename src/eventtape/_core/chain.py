@@ -451,7 +451,11 @@ class ChainSource(typing.Protocol):
 
 
 async def verify(
-    store: ChainSource, stream_id: str | None = None, *, chain: HashChain | None = None
+    store: ChainSource,
+    stream_id: str | None = None,
+    *,
+    chain: HashChain | None = None,
+    require_chain: bool = False,
 ) -> Verification:
     """Check that a stream's history (or the whole store's) is the history that was written.
 
@@ -460,6 +464,10 @@ async def verify(
             store it wraps: links cover the ciphertext, so a forgotten subject still verifies).
         stream_id: The stream to verify; ``None`` for every stream.
         chain: The chain (key) to check with; by default the store's own.
+        require_chain: Count events stored without links as a break (``unlinked`` at version
+            1) instead of "unchained up to version N". Turn it on once every stream was
+            written with the chain: whoever can write to the server could otherwise add a
+            whole stream of unlinked events, even under a keyed chain, and it would pass.
 
     Returns:
         A :class:`Verification`: one :class:`ChainReport` per stream, with the first broken
@@ -481,5 +489,20 @@ async def verify(
     elif not isinstance(chain, HashChain):
         raise InvalidArgument(f"chain takes a HashChain, not {type(chain).__name__}")
     reports = await verify_links(store.chain_links(stream_id), chain)
+    if require_chain:
+        reports = [
+            dataclasses.replace(
+                report,
+                broken=ChainBreak(
+                    1,
+                    0,
+                    "unlinked",
+                    f"versions 1 to {report.unchained_up_to} carry no link, and links are required",
+                ),
+            )
+            if report.broken is None and report.unchained_up_to
+            else report
+            for report in reports
+        ]
     removed = await store.removed_messages() if stream_id is None else ()
     return Verification(tuple(reports), removed)

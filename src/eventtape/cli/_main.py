@@ -282,7 +282,7 @@ async def _verify(args: argparse.Namespace, out: Output) -> int:
     chain = _chain_key(args.key_file)
     reader = await _connect(args)
     try:
-        result = await verify(reader, args.stream_id, chain=chain)
+        result = await verify(reader, args.stream_id, chain=chain, require_chain=args.require_chain)
     finally:
         await reader.close()
     rows = []
@@ -586,6 +586,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument(
         "--verbose", action="store_true", help="with --all, list intact streams too"
+    )
+    verify.add_argument(
+        "--require-chain",
+        action="store_true",
+        help="events stored without links are a break, not 'unchained up to N'",
     )
     verify.set_defaults(run=_verify)
     add_console_parser(commands)
