@@ -74,34 +74,25 @@ class DirectGet:
         if batch is not None:
             batch.feed(data, headers)
 
-    async def stream_info(self, subjects_filter: str | None = None) -> dict[str, Any]:
-        """Return the stream's info (config and state; per-subject counts with a filter).
+    async def stream_info(
+        self, subjects_filter: str | None = None, *, deleted_details: bool = False
+    ) -> dict[str, Any]:
+        """Return the stream's info (config and state; per-subject counts with a filter; the
+        deleted sequences with ``deleted_details``).
 
         Raises:
             StoreUnavailable: If JetStream does not answer.
             StreamNotFound: If the stream does not exist.
         """
-        request = (
-            json.dumps({"subjects_filter": subjects_filter}).encode() if subjects_filter else b""
-        )
+        options: dict[str, Any] = {}
+        if subjects_filter:
+            options["subjects_filter"] = subjects_filter
+        if deleted_details:
+            options["deleted_details"] = True
+        request = json.dumps(options).encode() if options else b""
         subject = f"$JS.API.STREAM.INFO.{self._stream}"
         try:
             reply = await self._nc.request(subject, request, timeout=self._timeout)
-        except (NatsTimeout, NoRespondersError, ConnectionClosedError) as error:
-            raise StoreUnavailable(f"cannot read the stream's state: {error!r}") from error
-        info: dict[str, Any] = json.loads(reply.data)
-        if "error" in info:
-            description = info["error"].get("description")
-            raise StreamNotFound(self._stream, f"JetStream stream {self._stream!r}: {description}")
-        return info
-
-    async def stream_info_deleted(self) -> dict[str, Any]:
-        """Return the stream's info with the list of its deleted sequences."""
-        subject = f"$JS.API.STREAM.INFO.{self._stream}"
-        try:
-            reply = await self._nc.request(
-                subject, json.dumps({"deleted_details": True}).encode(), timeout=self._timeout
-            )
         except (NatsTimeout, NoRespondersError, ConnectionClosedError) as error:
             raise StoreUnavailable(f"cannot read the stream's state: {error!r}") from error
         info: dict[str, Any] = json.loads(reply.data)

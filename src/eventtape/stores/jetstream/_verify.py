@@ -61,7 +61,7 @@ async def chain_links(
 async def removed_messages(direct: DirectGet) -> tuple[tuple[int, int], ...]:
     """Ranges of message sequences gone from the stream: deleted (the store never deletes;
     ``deny_delete`` is on by default) or purged from its start."""
-    state = (await direct.stream_info_deleted()).get("state", {})
+    state = (await direct.stream_info(deleted_details=True)).get("state", {})
     first = int(state.get("first_seq", 0) or 0)
     removed: list[tuple[int, int]] = []
     if first > 1:
