@@ -16,6 +16,7 @@ SUITES = {
     "order_shop": "benchmarks.order_shop",
     "baselines": "benchmarks.baselines",
     "console": "benchmarks.console",
+    "audit": "benchmarks.audit",
 }
 
 

@@ -101,7 +101,7 @@ async def raw_concurrent(nc: Client, prefix: str, appends: int, per_append: int)
     rounds = appends // (IN_FLIGHT * STREAMS_PER_WORKER)
     run = uuid4().hex[:6]
     new = [NewEvent(event) for event in events(per_append)]
-    body, _ = encode_append(REGISTRY, "order-x", 1, new, Metadata())
+    body, _, _ = encode_append(REGISTRY, "order-x", 1, new, Metadata())
 
     async def worker(w: int) -> None:
         last = [0] * STREAMS_PER_WORKER
@@ -127,7 +127,7 @@ async def latencies(store: JetStreamEventStore, count: int) -> tuple[list[float]
     js = store.nc.jetstream()
     stream_id = f"order-{uuid4().hex[:8]}"
     raw_subject = store.config.subject("order", f"order-raw{uuid4().hex[:8]}")
-    body, _ = encode_append(REGISTRY, stream_id, 1, [NewEvent(events(1)[0])], Metadata())
+    body, _, _ = encode_append(REGISTRY, stream_id, 1, [NewEvent(events(1)[0])], Metadata())
     ours, theirs = [], []
     version, last = 0, 0
     for _ in range(count):
@@ -264,7 +264,7 @@ async def tail_and_spread_figures(
 
     size = 20_000 if quick else 200_000
     js = nc.jetstream()
-    noise, _ = encode_append(REGISTRY, "order-noise", 1, [NewEvent(events(1)[0])], Metadata())
+    noise, _, _ = encode_append(REGISTRY, "order-noise", 1, [NewEvent(events(1)[0])], Metadata())
     repo = Repository(store, Order)
     order = Order.place("spread", "user")
     await repo.save(order)

@@ -12,6 +12,14 @@
   ``OrderCompleted`` event it leads to (their recorded times), with orders placed at a steady
   200/s on the in-memory store; ``saga_latency_p50_jetstream`` / ``_p99_jetstream`` the same on
   JetStream at 50/s (below its saga throughput, so the figure is latency, not queueing).
+- ``saga_throughput_otel_api_no_provider``: the in-memory saga throughput with the
+  OpenTelemetry API installed but no tracer or meter provider set, against the same sagas with
+  the hooks switched off (as if the API were not installed), rounds interleaved. A ratio near
+  1.0 is the promise: telemetry costs nothing measurable until it is set up.
+- ``saga_throughput_otel_sdk_on_memory`` / ``_jetstream``: the same with the OpenTelemetry SDK
+  set up (a tracer provider making every span, exporting none; a meter provider with an
+  in-memory reader), against the hooks switched off: what tracing and metrics cost, mostly
+  the SDK's own work. Run last: a provider can be set only once per process.
 """
 
 from __future__ import annotations
@@ -160,6 +168,79 @@ async def latencies(store: EventStore, shop: Shop, seconds: float, rate: int) ->
     return await completion_ms(store, run)
 
 
+async def telemetry_idle(orders: int, rounds: int) -> None:
+    """``saga_throughput_otel_api_no_provider`` (see the module docstring)."""
+    from eventtape._core import telemetry
+
+    if telemetry._trace is None:
+        return  # the API is not installed: nothing to compare
+
+    async def rate() -> float:
+        store = InMemoryEventStore(SHOP_REGISTRY)
+        return await saga_rate(store, await open_shop(store), orders)
+
+    hooked = bare = 0.0
+    for _ in range(rounds):
+        hooked = max(hooked, await rate())
+        saved = telemetry._trace, telemetry._metrics
+        telemetry._trace, telemetry._metrics = None, None  # type: ignore[assignment]
+        try:
+            bare = max(bare, await rate())
+        finally:
+            telemetry._trace, telemetry._metrics = saved
+    emit(
+        SUITE,
+        "saga_throughput_otel_api_no_provider",
+        "sagas/s",
+        "higher",
+        hooked,
+        ("same sagas, hooks off", bare),
+    )
+
+
+async def telemetry_on(store_kind: str, fresh: Any, orders: int, rounds: int) -> None:
+    """``saga_throughput_otel_sdk_on_*`` (see the module docstring)."""
+    from eventtape._core import telemetry
+
+    if telemetry._trace is None:
+        return
+    try:
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+    except ImportError:
+        return  # no SDK installed
+    if telemetry._tracer_provider() is None:
+        trace.set_tracer_provider(TracerProvider())
+        metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+    async def rate() -> float:
+        store, shop, drop = await fresh()
+        try:
+            return await saga_rate(store, shop, orders)
+        finally:
+            await drop()
+
+    on = off = 0.0
+    for _ in range(rounds):
+        on = max(on, await rate())
+        saved = telemetry._trace, telemetry._metrics
+        telemetry._trace, telemetry._metrics = None, None  # type: ignore[assignment]
+        try:
+            off = max(off, await rate())
+        finally:
+            telemetry._trace, telemetry._metrics = saved
+    emit(
+        SUITE,
+        f"saga_throughput_otel_sdk_on_{store_kind}",
+        "sagas/s",
+        "higher",
+        on,
+        ("same sagas, hooks off", off),
+    )
+
+
 def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
@@ -183,6 +264,7 @@ async def main(quick: bool) -> None:
     lags = await latencies(memory_store, await open_shop(memory_store), seconds, 200)
     emit(SUITE, "saga_latency_p50", "ms", "lower", percentile(lags, 50))
     emit(SUITE, "saga_latency_p99", "ms", "lower", percentile(lags, 99))
+    await telemetry_idle(orders, rounds=3)
 
     from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
 
@@ -227,6 +309,22 @@ async def main(quick: bool) -> None:
         await drop(js_store)
         emit(SUITE, "saga_latency_p50_jetstream", "ms", "lower", percentile(lags, 50))
         emit(SUITE, "saga_latency_p99_jetstream", "ms", "lower", percentile(lags, 99))
+
+        # Last: these set the process's OpenTelemetry providers for good.
+        async def fresh_memory() -> tuple[EventStore, Shop, Any]:
+            store = InMemoryEventStore(SHOP_REGISTRY)
+
+            async def nothing() -> None:
+                pass
+
+            return store, await open_shop(store), nothing
+
+        async def fresh_jetstream() -> tuple[EventStore, Shop, Any]:
+            js_store, js_shop = await fresh()
+            return js_store, js_shop, lambda: drop(js_store)
+
+        await telemetry_on("memory", fresh_memory, orders, rounds=3)
+        await telemetry_on("jetstream", fresh_jetstream, orders // 2, rounds=3)
 
 
 def run(*, quick: bool) -> None:

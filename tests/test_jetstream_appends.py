@@ -137,3 +137,41 @@ async def test_a_missing_stream_is_not_created_again_when_creation_is_off(
 async def _streams(store: JetStreamEventStore):  # type: ignore[no-untyped-def]
     for info in await store.nc.jetstream().streams_info():
         yield info
+
+
+async def test_a_full_stream_refuses_the_append(nats_url: str) -> None:
+    """Any other refusal by the server (here: max_bytes reached, discard new) is AppendRefused,
+    and nothing is stored."""
+    async with fresh_store(nats_url, REGISTRY, max_bytes=4096) as store:
+        await store.append("order-1", [OrderCancelled(reason="first")])
+        with pytest.raises(AppendRefused) as caught:
+            await store.append("order-1", [OrderCancelled(reason="x" * 8000)])
+        assert caught.value.stored is False
+        assert await store.stream_version("order-1") == 1
+
+
+async def test_appends_while_the_server_is_down_raise_store_unavailable(tmp_path: Path) -> None:
+    """No nats-py exception escapes while the server is down, a full reconnect buffer
+    included: each append raises StoreUnavailable, saying whether anything may be stored; and
+    closing the store afterwards does not fail."""
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    store = await JetStreamEventStore.connect(
+        server.url,
+        REGISTRY,
+        config=JetStreamConfig(request_timeout=0.5),
+        pending_size=1024,
+        reconnect_time_wait=0.1,
+        max_reconnect_attempts=-1,
+        connect_timeout=1,
+    )
+    try:
+        await store.append("order-1", [OrderCancelled(reason="before")])
+        server.kill()
+        for n in range(5):
+            with pytest.raises(StoreUnavailable) as caught:
+                await store.append("order-1", [OrderCancelled(reason="x" * 600 * n)])
+            assert caught.value.stored in (False, None)
+    finally:
+        await store.aclose()
+        server.stop()

@@ -239,3 +239,20 @@ async def test_snapshots_on_jetstream(nats_url: str) -> None:
         assert await snapshots.load("order-1") is None
         assert (await orders.load("1")).version == 25
         await snapshots.aclose()
+
+
+async def test_a_subscription_wakes_on_each_append_not_on_its_poll(nats_url: str) -> None:
+    """Live events arrive on the stored message's wake-up, long before the poll interval."""
+    async with (
+        fresh_store(nats_url, REGISTRY, poll_interval=60.0) as store,
+        store.subscribe() as subscription,
+    ):
+        events = aiter(subscription)
+        for n in range(3):
+            waiting = asyncio.ensure_future(anext(events))
+            await asyncio.sleep(0.3)  # the subscription has read everything and sleeps
+            assert not waiting.done()
+            await store.append(f"order-w{n}", [OrderCancelled(reason=str(n))])
+            async with asyncio.timeout(5):  # a missed wake-up would wait 60 s
+                record = await waiting
+            assert record.stream_id == f"order-w{n}"

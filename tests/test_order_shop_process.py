@@ -25,8 +25,8 @@ DOCS = (ROOT / "docs" / "order-shop.md").read_text()
 pytestmark = pytest.mark.slow
 
 
-def _documented_command() -> str:
-    start = DOCS.index("<!-- test: who-cancelled")
+def _documented_command(name: str = "who-cancelled") -> str:
+    start = DOCS.index(f"<!-- test: {name}")
     block = DOCS[start:].split("```bash\n", 1)[1].split("\n```", 1)[0]
     assert "\n" not in block.strip()
     return block.strip()
@@ -123,6 +123,18 @@ def test_one_shop_per_data_dir_no_orphan_server_and_the_cli_answers(tmp_path: Pa
         cancelled = [line for line in cli.stdout.splitlines() if "OrderCancelled" in line]
         assert cancelled
         assert "admin:support-001" in cancelled[0]
+
+        # The documented check that the history is the one written: every stream intact.
+        verified = subprocess.run(
+            ["bash", "-c", _documented_command("verify")],
+            cwd=tmp_path,
+            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert verified.stdout.strip().splitlines()[-1].startswith("OK: ")
 
         # kill -9 the shop: its nats-server goes with it.
         child = int((data / "nats" / "nats.pid").read_text())

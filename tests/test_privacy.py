@@ -335,3 +335,21 @@ async def test_a_forget_racing_a_key_creation_stays_in_force(nats_url: str) -> N
     finally:
         await nc.jetstream().delete_key_value(bucket)
         await nc.close()
+
+
+async def test_dcb_appends_and_reads_go_through_the_private_store(
+    store: PrivateEventStore, inner: InMemoryEventStore
+) -> None:
+    from eventtape import Query, tagged
+
+    await store.dcb_append([tagged(_alice(), "customer:789")])
+    [stored] = [r async for r in inner.read_all()]
+    assert "Alice" not in stored.event.model_dump_json()
+    read = await store.dcb_read(Query.of([CustomerRegistered], ["customer:789"]))
+    assert read.events[0].record.event == _alice()
+    assert "customer:789" in read.events[0].tags
+    await store.forget("customer:789")
+    read = await store.dcb_read(Query.of([CustomerRegistered], ["customer:789"]))
+    assert read.events[0].record.event.name == FORGOTTEN  # type: ignore[attr-defined]
+    with pytest.raises(SubjectForgotten):
+        await store.dcb_append([tagged(_alice(), "customer:789")])

@@ -15,6 +15,8 @@ EXPECTED = [
     "AppendConditionFailed",
     "AppendRefused",
     "AppendResult",
+    "ChainBreak",
+    "ChainReport",
     "Clock",
     "ConcurrencyError",
     "DcbReadResult",
@@ -32,6 +34,7 @@ EXPECTED = [
     "EveryNEvents",
     "ExpectedVersion",
     "Fenced",
+    "HashChain",
     "HistoryLost",
     "InMemoryEventStore",
     "InMemoryLeases",
@@ -84,6 +87,7 @@ EXPECTED = [
     "UnknownEventType",
     "UpcastError",
     "Upcaster",
+    "Verification",
     "__version__",
     "applies",
     "build_decision",
@@ -96,6 +100,7 @@ EXPECTED = [
     "tagged",
     "tags_of",
     "validate_stream_id",
+    "verify",
 ]
 
 

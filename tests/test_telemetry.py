@@ -31,7 +31,7 @@ from eventtape import (
     SagaRunner,
     handles,
 )
-from eventtape._core import telemetry
+from eventtape._core import runner_metrics, telemetry
 from eventtape.sinks.sqlite import SqliteSink
 from tests.shop import SHOP_REGISTRY, OrderCompleted, OrderPlaced
 from tests.test_sagas import open_shop, place, settle
@@ -72,11 +72,13 @@ def meter_reader() -> Iterator[InMemoryMetricReader]:
     metrics._internal._METER_PROVIDER_SET_ONCE = Once()
     metrics.set_meter_provider(provider)
     telemetry._reset_for_tests()
+    runner_metrics._reset_for_tests()
     yield reader
     provider.shutdown()
     metrics._internal._METER_PROVIDER_SET_ONCE = Once()
     metrics._internal._METER_PROVIDER = None
     telemetry._reset_for_tests()
+    runner_metrics._reset_for_tests()
 
 
 def _by_name(finished: tuple[ReadableSpan, ...], prefix: str) -> list[ReadableSpan]:
@@ -164,6 +166,16 @@ async def test_appends_and_conflicts_are_counted(meter_reader: InMemoryMetricRea
         if p.attributes["eventtape.category"] == "order"
     }
     assert durations == {"ok": 1, "conflict": 1}
+    # Buckets in seconds (50 µs to 10 s), not the SDK's default ones sized for milliseconds,
+    # where every append would land in "0 to 5".
+    (ok,) = [
+        p
+        for p in points["eventtape.append.duration"]
+        if p.attributes["eventtape.category"] == "order"
+        and p.attributes["eventtape.outcome"] == "ok"
+    ]
+    assert tuple(ok.explicit_bounds) == telemetry.APPEND_SECONDS_BUCKETS
+    assert sum(ok.bucket_counts[:-1]) == 1  # under 10 s
 
 
 def _fulfillment(shop: Any) -> Any:

@@ -23,9 +23,11 @@ def test_persisted_names_are_pinned() -> None:
     assert wire.LAST_VERSION_HEADER == "Eventtape-Last-Version"
     assert wire.DEFAULT_SNAPSHOT_STREAM == "EVENTTAPE_SNAPSHOTS"
     assert wire.DCB_TAGS_HEADER == "Eventtape-Tags"
+    assert wire.DEADLINE_TRACES_HEADER == "eventtape-deadline-traces"
     assert (wire.DCB_CATEGORY, wire.STREAM_TAG_PREFIX) == ("dcb", "stream:")
     assert wire.DEFAULT_SNAPSHOT_SUBJECT_PREFIX == "eventtape.snapshots"
     assert wire.DEFAULT_KEYS_BUCKET == "EVENTTAPE_KEYS"
+    assert wire.SUBJECT_KEYS_TABLE == "eventtape_subject_keys"
     assert (wire.CHECKPOINTS_TABLE, wire.GENERATIONS_TABLE, wire.PARKED_TABLE) == (
         "eventtape_checkpoints",
         "eventtape_active_generations",

@@ -93,7 +93,12 @@ async def story(client: httpx.AsyncClient) -> None:
     print(
         f"Before the cancellation (version 3) it was {before['status']}, amount {before['amount']}."
     )
-    wallet = (await client.get("/wallets/789", headers=auth(CUSTOMER))).json()
+    # The refund is the saga's next step after the cancellation: give it a moment.
+    for _ in range(200):
+        wallet = (await client.get("/wallets/789", headers=auth(CUSTOMER))).json()
+        if wallet["balance"] == "50.00":
+            break
+        await asyncio.sleep(0.05)
     print(f"Wallet of user:789 after the refund: {wallet['balance']}.")
 
     poor = (

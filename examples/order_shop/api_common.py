@@ -18,6 +18,7 @@ from eventtape import (
     InvalidStreamId,
     ProjectionTimeout,
     RecordedEvent,
+    SubjectForgotten,
     tags_of,
 )
 
@@ -100,6 +101,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidStreamId)
     async def bad_id(request: Request, error: InvalidStreamId) -> JSONResponse:
         return JSONResponse({"detail": "invalid id"}, status_code=422)  # never a stream name
+
+    @app.exception_handler(SubjectForgotten)
+    async def erased(request: Request, error: SubjectForgotten) -> JSONResponse:
+        # An erased customer's order may not carry new personal data (nothing was stored).
+        detail = "this customer's personal data was erased: order without delivery details"
+        return JSONResponse({"detail": detail}, status_code=409)
 
     @app.exception_handler(ConcurrencyError)
     async def conflict(request: Request, error: ConcurrencyError) -> JSONResponse:

@@ -26,20 +26,35 @@ from eventtape import (
     Aggregate,
     AggregateNotFound,
     ConcurrencyError,
+    Metadata,
+    RecordedEvent,
     Repository,
+    StreamNotFound,
     metadata_scope,
 )
 
 from .api_common import BODY, Actor, answers, event_out, install_error_handlers
 from .console import mount_console
 from .coupons import CouponRefused, Coupons, register_coupon_events
-from .domain import REGISTRY, Line, MoneyDeposited, Order, OrderCreated, Product, Wallet
+from .domain import (
+    REGISTRY,
+    CustomerErased,
+    Delivery,
+    Line,
+    MoneyDeposited,
+    Order,
+    OrderCreated,
+    Product,
+    Wallet,
+)
 from .http_guard import MAX_BODY_BYTES, BodyGuard
+from .metrics import mount_metrics
 from .runtime import Settings, Shop
 from .schemas import (
     CancelIn,
     Deposited,
     DepositIn,
+    Erased,
     Health,
     IdempotencyKey,
     OrderAccepted,
@@ -102,6 +117,7 @@ def create_app(
     coupons = app.state.coupons = Coupons()
     app.add_middleware(BodyGuard, max_bytes=max_body_bytes, exempt=("/console",))
     mount_console(app, shop)  # the web console for admins, at /console
+    mount_metrics(app, shop)  # Prometheus GET /metrics for admins (eventtape[prometheus])
 
     install_error_handlers(app)
 
@@ -306,7 +322,11 @@ def create_app(
             order_id = uuid.uuid4().hex[:12]
         else:
             order_id = idempotent_order_id(user_id, idempotency_key)
-        order = Order.place(order_id, user_id, lines)
+        delivery = None
+        if body.delivery is not None:
+            to = body.delivery
+            delivery = Delivery(name=to.name, email=to.email, address=to.address)
+        order = Order.place(order_id, user_id, lines, delivery)
         if any(line.quantity > 1000 for line in order.lines):
             raise HTTPException(422, "at most 1000 of one SKU per order")
         if body.coupon is not None:  # a rule across customers: a DCB decision (coupons.py)
@@ -382,6 +402,9 @@ def create_app(
             "user_id": then.user_id,
             "amount": str(then.amount),
             "items": [line.model_dump(mode="json") for line in then.lines],
+            "customer_name": then.customer_name,
+            "email": then.email,
+            "delivery_address": then.delivery_address,
         }
 
     @app.get(
@@ -519,6 +542,65 @@ def create_app(
         ]
         return {"order_id": order_id, "correlation_ids": correlations, "events": events}
 
+    # -- customers' personal data ---------------------------------------------------------------
+
+    async def erasure_of(user_id: str) -> RecordedEvent[Any] | None:
+        """The customer's recorded erasure, if any (there is at most one)."""
+        try:
+            async for record in shop.store.read_stream(f"customer-{user_id}", limit=1):
+                return record
+        except StreamNotFound:
+            pass
+        return None
+
+    async def known_customer(user_id: str) -> bool:
+        """Whether the shop holds anything of this customer: a key, a wallet or an order."""
+        if await shop.keys.existing_key(f"customer:{user_id}") is not None:
+            return True
+        if await shop.store.stream_version(shop.wallets.stream_id(user_id)) > 0:
+            return True
+        rows = await shop.sink.fetch(
+            f"SELECT 1 FROM orders WHERE user_id = {m(1)} LIMIT 1", user_id
+        )
+        return bool(rows)
+
+    @app.post(
+        "/customers/{user_id}/erase",
+        response_model=Erased,
+        responses=answers(401, 403, 404, *BODY),
+    )
+    async def erase_customer(user_id: UserId, who: Actor) -> dict[str, Any]:
+        """Erase a customer's personal data (the right to erasure): admins only, idempotent.
+
+        Destroys the customer's key, so their names, e-mails and delivery addresses read as
+        ``[forgotten]`` everywhere (history, chain, the console, the read model), then records
+        who erased them, once. Orders, amounts and who did what stay.
+        """
+        require_admin(who)
+        erased = await erasure_of(user_id)
+        if erased is None and not await known_customer(user_id):
+            raise HTTPException(404, f"no customer {user_id}")
+        # The key first: a crash after it leaves the data erased, and a retry records it.
+        # Recorded after: the read model masks its copies when it sees the erasure, by which
+        # time every read of the events is masked too.
+        await shop.store.forget(f"customer:{user_id}")
+        if erased is None:
+            with contextlib.suppress(ConcurrencyError):  # another admin's erasure got first
+                await shop.store.append(
+                    f"customer-{user_id}",
+                    [CustomerErased(customer_id=user_id)],
+                    expected_version=0,
+                    metadata=Metadata(actor=who, correlation_id=str(uuid.uuid4())),
+                )
+            erased = await erasure_of(user_id)
+            assert erased is not None
+        return {
+            "user_id": user_id,
+            "erased_by": erased.actor,
+            "erased_at": erased.recorded_at,
+            "position": erased.position,
+        }
+
     @app.get("/health", response_model=Health)
     async def health() -> dict[str, Any]:
         head = await shop.store.head_position()
@@ -535,7 +617,7 @@ def create_app(
             "store": "ok",
             "head_position": head,
             "read_model": projections,
-            "saga_backlog_positions": head - shop.sagas.checkpoint("fulfillment"),
+            "saga_backlog_events": shop.sagas.backlog("fulfillment"),
             "parked_saga_events": len(await shop.sagas.parked("fulfillment")),
         }
 

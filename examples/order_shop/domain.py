@@ -8,10 +8,12 @@ PaymentFailed, InventoryReleased, OrderCancelled); the names the first version s
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict
 
 from eventtape import Aggregate, DomainError, Event, EventRegistry, applies
+from eventtape.privacy import Personal
 
 
 class Line(BaseModel):
@@ -20,6 +22,16 @@ class Line(BaseModel):
     sku: str
     quantity: int
     price: Decimal
+
+
+class Delivery(BaseModel):
+    """Who an order goes to, and where: the customer's personal data."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str | None = None
+    email: str | None = None
+    address: str | None = None
 
 
 # -- events ----------------------------------------------------------------------------------
@@ -67,10 +79,22 @@ class PaymentRefunded(Event):
 
 
 class OrderCreated(Event):
+    """An order placed by customer ``user_id``; where it goes is the customer's personal data.
+
+    The name, e-mail and delivery address are stored encrypted with the customer's key
+    (``customer:<user_id>``): erasing the customer destroys the key, and from then on they read
+    as ``[forgotten]`` while the order itself (lines, amount, who did what) stays.
+    """
+
+    __data_subject__ = "customer:{user_id}"
+
     order_id: str
     user_id: str
     lines: tuple[Line, ...]
     amount: Decimal
+    customer_name: Annotated[str | None, Personal] = None
+    email: Annotated[str | None, Personal] = None
+    delivery_address: Annotated[str | None, Personal] = None
 
 
 class OrderStockReserved(Event):
@@ -95,6 +119,12 @@ class OrderCancelled(Event):
     reason: str
 
 
+class CustomerErased(Event):
+    """An admin erased a customer's personal data (recorded on ``customer-<id>``, once)."""
+
+    customer_id: str
+
+
 REGISTRY = EventRegistry(
     [
         ProductCreated,
@@ -111,6 +141,7 @@ REGISTRY = EventRegistry(
         OrderPaid,
         OrderShipped,
         OrderCancelled,
+        CustomerErased,
     ]
 )
 # The names the first version of the shop stored: still read, never written.
@@ -277,14 +308,24 @@ class Order(Aggregate):
     amount: Decimal
     tracking_number: str | None
     cancel_reason: str | None
+    customer_name: str | None
+    email: str | None
+    delivery_address: str | None
 
     def __init__(self, id: str) -> None:
         super().__init__(id)
         self.status, self.user_id, self.lines = "new", "", ()
         self.amount, self.tracking_number, self.cancel_reason = Decimal(0), None, None
+        self.customer_name = self.email = self.delivery_address = None
 
     @classmethod
-    def place(cls, order_id: str, user_id: str, lines: list[Line]) -> Order:
+    def place(
+        cls,
+        order_id: str,
+        user_id: str,
+        lines: list[Line],
+        delivery: Delivery | None = None,
+    ) -> Order:
         """Create an order; lines of one SKU are merged into one.
 
         Stock is reserved once per order and SKU, so two lines of one SKU would be charged for
@@ -304,7 +345,18 @@ class Order(Aggregate):
         order = cls(order_id)
         final = tuple(merged.values())
         amount = sum((line.price * line.quantity for line in final), Decimal(0))
-        order.record(OrderCreated(order_id=order_id, user_id=user_id, lines=final, amount=amount))
+        to = delivery or Delivery()
+        order.record(
+            OrderCreated(
+                order_id=order_id,
+                user_id=user_id,
+                lines=final,
+                amount=amount,
+                customer_name=to.name,
+                email=to.email,
+                delivery_address=to.address,
+            )
+        )
         return order
 
     def _require(self, *statuses: str, action: str) -> None:
@@ -337,6 +389,8 @@ class Order(Aggregate):
     def _placed(self, event: OrderCreated) -> None:
         self.status, self.user_id = "placed", event.user_id
         self.lines, self.amount = event.lines, event.amount
+        self.customer_name, self.email = event.customer_name, event.email
+        self.delivery_address = event.delivery_address
 
     @applies(OrderStockReserved)
     def _reserved(self, event: OrderStockReserved) -> None:

@@ -6,8 +6,10 @@ import json
 from typing import Any
 
 from eventtape import Event, Projection, RecordedEvent, handles
+from eventtape.privacy import FORGOTTEN
 
 from .domain import (
+    CustomerErased,
     InventoryReleased,
     InventoryReserved,
     OrderCancelled,
@@ -30,11 +32,15 @@ class _Dialect(Projection[Any]):
         return [f"${n}" for n in range(1, count + 1)] if self.postgres else ["?"] * count
 
 
+PERSONAL_COLUMNS = ("customer_name", "email", "delivery_address")
+"""The orders' personal data: masked when the customer is erased, and on every rebuild after."""
+
+
 class OrdersView(_Dialect):
     """``orders``: one row per order, as the API's queries want it."""
 
     name = "orders_view"
-    categories = ("order",)
+    categories = ("order", "customer")
     tables = ("orders",)
 
     async def create(self, tx: Any) -> None:
@@ -48,16 +54,27 @@ class OrdersView(_Dialect):
             f"CREATE INDEX IF NOT EXISTS {self.table('orders')}_user"
             f" ON {self.table('orders')} (user_id, order_id)"
         )
+        # Read models made before orders carried delivery details get the columns.
+        orders = self.table("orders")
+        if self.postgres:
+            for column in PERSONAL_COLUMNS:
+                await tx.execute(f"ALTER TABLE {orders} ADD COLUMN IF NOT EXISTS {column} TEXT")
+        else:
+            have = {row[1] for row in await tx.fetch(f"PRAGMA table_info({orders})")}
+            for column in PERSONAL_COLUMNS:
+                if column not in have:
+                    await tx.execute(f"ALTER TABLE {orders} ADD COLUMN {column} TEXT")
 
     @handles(OrderCreated)
     async def _placed(self, record: RecordedEvent[OrderCreated], tx: Any) -> None:
         e = record.event
         items = json.dumps([line.model_dump(mode="json") for line in e.lines])
-        m = self.marks(7)
+        m = self.marks(10)
         await tx.execute(
             f"INSERT INTO {self.table('orders')} (order_id, user_id, items, amount, status,"
-            f" version, position, updated_at) VALUES ({m[0]}, {m[1]}, {m[2]}, {m[3]}, 'placed',"
-            f" {m[4]}, {m[5]}, {m[6]})",
+            f" version, position, updated_at, customer_name, email, delivery_address)"
+            f" VALUES ({m[0]}, {m[1]}, {m[2]}, {m[3]}, 'placed', {m[4]}, {m[5]}, {m[6]},"
+            f" {m[7]}, {m[8]}, {m[9]})",
             e.order_id,
             e.user_id,
             items,
@@ -65,6 +82,23 @@ class OrdersView(_Dialect):
             record.version,
             record.position,
             record.recorded_at.isoformat(),
+            e.customer_name,
+            e.email,
+            e.delivery_address,
+        )
+
+    @handles(CustomerErased)
+    async def _erased(self, record: RecordedEvent[CustomerErased], tx: Any) -> None:
+        # The events already read as FORGOTTEN (the key went first); this row copied them before.
+        m = self.marks(len(PERSONAL_COLUMNS) + 1)
+        masked = ", ".join(
+            f"{column} = CASE WHEN {column} IS NULL THEN NULL ELSE {mark} END"
+            for column, mark in zip(PERSONAL_COLUMNS, m, strict=False)
+        )
+        await tx.execute(
+            f"UPDATE {self.table('orders')} SET {masked} WHERE user_id = {m[-1]}",
+            *[FORGOTTEN] * len(PERSONAL_COLUMNS),
+            record.event.customer_id,
         )
 
     @handles(OrderStockReserved, OrderPaid, OrderShipped, OrderCancelled)

@@ -21,7 +21,6 @@ from typing import Any
 
 from eventtape import (
     Clock,
-    EventStore,
     EveryNEvents,
     InMemoryEventStore,
     InMemorySnapshotStore,
@@ -30,6 +29,7 @@ from eventtape import (
     SagaRunner,
 )
 from eventtape.console import AuditProjection
+from eventtape.privacy import InMemoryKeyStore, PrivateEventStore, PrivateSnapshotStore
 from eventtape.sinks.sqlite import SqliteSink
 
 from .domain import REGISTRY, Order, Product, Wallet
@@ -59,6 +59,9 @@ class Settings:
         stream: The JetStream stream name.
         payment_timeout: How long an order may wait for its payment.
         tokens: Bearer token -> actor (``user:<id>``, ``admin:<name>``).
+        metrics: Serve Prometheus ``GET /metrics`` (needs ``eventtape[prometheus]``; it sets
+            the process's OpenTelemetry meter provider, so it is off unless asked for;
+            ``ORDER_SHOP_METRICS`` turns it on, and the demo's ``from_env`` does by default).
     """
 
     store: str = "embedded"
@@ -68,6 +71,7 @@ class Settings:
     stream: str = "ORDER_SHOP"
     payment_timeout: timedelta = timedelta(minutes=15)
     tokens: dict[str, str] = dataclasses.field(default_factory=lambda: dict(DEMO_TOKENS))
+    metrics: bool = False
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -78,6 +82,7 @@ class Settings:
             read_model=env("ORDER_SHOP_READ_MODEL"),
             read_model_schema=env("ORDER_SHOP_READ_MODEL_SCHEMA", "public"),
             payment_timeout=timedelta(seconds=float(env("ORDER_SHOP_PAYMENT_TIMEOUT", "900"))),
+            metrics=env("ORDER_SHOP_METRICS", "on").lower() not in ("off", "0", "false", "no"),
         )
         tokens_file = env("ORDER_SHOP_TOKENS_FILE")
         if tokens_file:
@@ -247,15 +252,17 @@ class Shop:
         self.embedded: EmbeddedNats | None = None
         self.lock: DataDirLock | None = None
         self.nats_url: str | None = None
-        self.store: EventStore
+        self.store: PrivateEventStore
         self.sink: Any = None
         self.projections: ProjectionRunner
         self.sagas: SagaRunner
 
     async def start(self) -> None:
         settings = self.settings
+        events: Any
         if settings.store == "memory":
-            self.store = InMemoryEventStore(REGISTRY)
+            events = InMemoryEventStore(REGISTRY)
+            self.keys: Any = InMemoryKeyStore()
         else:
             from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
 
@@ -278,18 +285,27 @@ class Shop:
                 poll_interval=0.5,
                 create_stream=not read_model_exists,
             )
-            self.store = await JetStreamEventStore.connect(url, REGISTRY, config=config)
+            events = await JetStreamEventStore.connect(url, REGISTRY, config=config)
+            from eventtape.stores.jetstream import JetStreamKeyStore
+
+            # The customers' keys live beside the log, never in it (docs/guides/privacy.md).
+            self.keys = JetStreamKeyStore(events.nc, bucket=f"{settings.stream}_KEYS")
+            await self.keys.start()
+        # Customers' names, e-mails and delivery addresses are stored encrypted per customer.
+        self.store = PrivateEventStore(events, self.keys)
         # Products and wallets gather an event per order: snapshots keep their loads short.
         if settings.store == "memory":
-            self.snapshots: Any = InMemorySnapshotStore()
+            self.snapshot_store: Any = InMemorySnapshotStore()
         else:
             from eventtape.stores.jetstream import JetStreamSnapshotStore
 
-            self.snapshots = await JetStreamSnapshotStore.open(
-                self.store.nc,  # type: ignore[attr-defined]
+            self.snapshot_store = await JetStreamSnapshotStore.open(
+                events.nc,
                 stream=f"{settings.stream}_SNAPSHOTS",
                 subject_prefix="shopsnap",
             )
+        # Sealed with the keys of any customer in them (none today: products and wallets).
+        self.snapshots = PrivateSnapshotStore(self.snapshot_store, self.store)
         policy = EveryNEvents(20)
         self.orders = Repository(self.store, Order)
         self.products = Repository(
@@ -331,8 +347,8 @@ class Shop:
         await self.sagas.aclose()
         await self.projections.aclose()
         await self.sink.aclose()
-        if hasattr(self.snapshots, "aclose"):
-            await self.snapshots.aclose()
+        if hasattr(self.snapshot_store, "aclose"):
+            await self.snapshot_store.aclose()
         await self.store.aclose()
         if self.embedded is not None:
             self.embedded.stop()

@@ -13,7 +13,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StrictInt, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    WithJsonSchema,
+)
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SKU = re.compile(r"[A-Za-z0-9_]{1,64}")
@@ -115,10 +123,21 @@ class ItemIn(BaseModel):
     quantity: StrictInt = Field(gt=0, le=1000)
 
 
+class DeliveryIn(BaseModel):
+    """Who the order goes to: personal data, stored encrypted with the customer's key."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: Name
+    email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s]{1,64}@[^@\s]{1,189}$"), Printable]
+    address: Annotated[str, Field(min_length=1, max_length=500), Printable]
+
+
 class OrderIn(BaseModel):
     """An order; lines of one SKU are merged (their total may not exceed 1000)."""
 
     items: list[ItemIn] = Field(min_length=1, max_length=50)
+    delivery: DeliveryIn | None = None
     coupon: str | None = Field(default=None, min_length=1, max_length=40, pattern=r"^[A-Z0-9_-]+$")
 
 
@@ -201,6 +220,9 @@ class OrderOut(BaseModel):
     status: Status
     reason: str | None = None
     tracking_number: str | None = None
+    customer_name: str | None = None
+    email: str | None = None
+    delivery_address: str | None = None
     version: int
     position: int
     updated_at: datetime
@@ -216,6 +238,18 @@ class OrderThen(BaseModel):
     user_id: str
     amount: AmountText
     items: list[LineOut]
+    customer_name: str | None = None
+    email: str | None = None
+    delivery_address: str | None = None
+
+
+class Erased(BaseModel):
+    """A customer's personal data erased: when, by whom (the first erasure, on a retry too)."""
+
+    user_id: str
+    erased_by: str | None
+    erased_at: datetime
+    position: int
 
 
 class OrderPage(BaseModel):
@@ -278,5 +312,5 @@ class Health(BaseModel):
     store: str
     head_position: int
     read_model: list[ProjectionHealth]
-    saga_backlog_positions: int
+    saga_backlog_events: int
     parked_saga_events: int

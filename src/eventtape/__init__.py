@@ -4,6 +4,11 @@ Record every change as an immutable event that says who did it and why, rebuild 
 events, serve queries from read models, and coordinate services with sagas.
 """
 
+from ._core.chain import ChainBreak as ChainBreak
+from ._core.chain import ChainReport as ChainReport
+from ._core.chain import HashChain as HashChain
+from ._core.chain import Verification as Verification
+from ._core.chain import verify as verify
 from ._core.clock import Clock as Clock
 from ._core.clock import ManualClock as ManualClock
 from ._core.clock import SystemClock as SystemClock
@@ -102,6 +107,8 @@ __all__ = [
     "AppendConditionFailed",
     "AppendRefused",
     "AppendResult",
+    "ChainBreak",
+    "ChainReport",
     "Clock",
     "ConcurrencyError",
     "DcbReadResult",
@@ -119,6 +126,7 @@ __all__ = [
     "EveryNEvents",
     "ExpectedVersion",
     "Fenced",
+    "HashChain",
     "HistoryLost",
     "InMemoryEventStore",
     "InMemoryLeases",
@@ -171,6 +179,7 @@ __all__ = [
     "UnknownEventType",
     "UpcastError",
     "Upcaster",
+    "Verification",
     "__version__",
     "applies",
     "build_decision",
@@ -183,4 +192,5 @@ __all__ = [
     "tagged",
     "tags_of",
     "validate_stream_id",
+    "verify",
 ]

@@ -78,12 +78,17 @@ def _tag_set(tags: Iterable[str], *, reserved_ok: bool) -> frozenset[str]:
     return result
 
 
+_NO_TAGS: frozenset[str] = frozenset()
+
+
 def tags_of(event: Event) -> frozenset[str]:
     """Return the tags an event's class declares, filled in from its fields.
 
     Declare them as format strings: ``__event_tags__ = ("customer:{customer_id}",)``.
     """
     templates: Iterable[str] = getattr(type(event), "__event_tags__", ())
+    if not templates:  # most events declare none: no need to read their fields
+        return _NO_TAGS
     if isinstance(templates, str):
         raise TypeError(f"{type(event).__qualname__}.__event_tags__ must be a tuple of str")
     fields = dict(event)

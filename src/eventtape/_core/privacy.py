@@ -27,16 +27,36 @@ from .errors import EventRegistrationError, InvalidArgument
 from .events import Event
 
 __all__ = [
+    "CIPHERTEXT_PREFIX",
+    "ENCRYPTED",
     "FORGOTTEN",
     "KeyStore",
     "Personal",
     "PersonalFields",
     "check_subject",
+    "mask_ciphertext",
     "personal_fields",
 ]
 
 FORGOTTEN: Final = "[forgotten]"
 """What a personal field reads as once its data subject has been forgotten."""
+
+ENCRYPTED: Final = "[encrypted]"
+"""What a personal field shows as in tools that never decrypt (the ``eventtape`` CLI)."""
+
+CIPHERTEXT_PREFIX: Final = "eventtape:aesgcm:v1:"
+"""How a stored personal field's value starts (storage format: see ``eventtape.privacy``)."""
+
+
+def mask_ciphertext(value: Any) -> Any:
+    """``value`` with every stored ciphertext in it (nested too) replaced by :data:`ENCRYPTED`."""
+    if isinstance(value, str):
+        return ENCRYPTED if value.startswith(CIPHERTEXT_PREFIX) else value
+    if isinstance(value, dict):
+        return {key: mask_ciphertext(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [mask_ciphertext(item) for item in value]
+    return value
 
 
 class _PersonalMarker:

@@ -9,7 +9,10 @@ or meter provider set, every function is a cheap no-op:
 - :func:`run_handler` runs a projection's or saga's handler inside a span whose parent is the
   trace context recorded in the event: one ``POST /orders`` becomes one trace through the saga's
   commands (their appends carry the context on) and the read models' updates.
+- :func:`deadline_span` and :func:`span` trace a saga's deadlines and a process's steps.
 - :func:`append_instruments` records append latency, events appended and conflicts.
+- :func:`runner_gauges` observes the runners' lag, backlog, parked events and deadlines
+  (:mod:`eventtape._core.runner_metrics`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,11 @@ __all__ = [
     "TRACE_HEADERS",
     "AppendInstruments",
     "append_instruments",
+    "deadline_span",
+    "meter_provider",
     "run_handler",
+    "span",
+    "trace_headers",
     "with_trace_context",
 ]
 
@@ -38,12 +45,14 @@ TRACE_HEADERS = ("traceparent", "tracestate")
 """The metadata headers that carry the W3C trace context of the append that wrote an event."""
 
 try:
+    from opentelemetry import context as _otel_context
     from opentelemetry import metrics as _metrics
     from opentelemetry import trace as _trace
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 except ImportError:  # exercised by the wheel check, which installs no extra
     _trace = None  # type: ignore[assignment]
     _metrics = None  # type: ignore[assignment]
+    _otel_context = None  # type: ignore[assignment]
     _PROPAGATOR = None
 else:
     _PROPAGATOR = TraceContextTextMapPropagator()
@@ -84,6 +93,17 @@ def _tracer_provider() -> Any:
     )
 
 
+_tracers: tuple[Any, Any] = (None, None)
+
+
+def _tracer(provider: Any) -> Any:
+    """eventtape's tracer of ``provider``, made once (the SDK makes a new one per call)."""
+    global _tracers
+    if _tracers[0] is not provider:
+        _tracers = (provider, provider.get_tracer(_SCOPE))
+    return _tracers[1]
+
+
 def with_trace_context(metadata: Metadata | None) -> Metadata | None:
     """Return ``metadata`` with the current span's trace context in its headers.
 
@@ -118,12 +138,13 @@ async def run_handler(
     context the event was appended under, if any, so the handler's own appends continue the
     same trace; it records the stream, version and position, and any exception.
     """
-    if _trace is None or _PROPAGATOR is None or _tracer_provider() is None:
+    provider = _tracer_provider() if _trace is not None else None
+    if provider is None or _PROPAGATOR is None:
         await handler(instance, record, argument)
         return
     headers: Mapping[str, str] = record.headers
     parent = _PROPAGATOR.extract(headers) if "traceparent" in headers else None
-    tracer = _trace.get_tracer(_SCOPE)
+    tracer = _tracer(provider)
     with tracer.start_as_current_span(
         f"{kind} {owner} {record.event_type}",
         context=parent,
@@ -141,6 +162,87 @@ async def run_handler(
         await handler(instance, record, argument)
 
 
+def trace_headers() -> dict[str, str]:
+    """The current span's W3C trace context as headers; empty when tracing is off.
+
+    Taken where work is queued for later (a saga scheduling a deadline), so that what runs
+    later can link back to it.
+    """
+    if _trace is None or _PROPAGATOR is None or _tracer_provider() is None:
+        return {}
+    if not _trace.get_current_span().get_span_context().is_valid:
+        return {}
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier
+
+
+@contextlib.contextmanager
+def span(name: str, attributes: Mapping[str, str | int]) -> Iterator[None]:
+    """A child span of the current one (``INTERNAL``); nothing when tracing is off.
+
+    Used for the parts of one handling worth seeing apart: a process manager's steps and
+    compensations. An exception is recorded on the span and goes on.
+    """
+    provider = _tracer_provider() if _trace is not None else None
+    if provider is None:
+        yield
+        return
+    with _tracer(provider).start_as_current_span(name, attributes=dict(attributes)):
+        yield
+
+
+@contextlib.contextmanager
+def deadline_span(
+    saga: str, name: str, key: str, scheduled_by: Mapping[str, str]
+) -> Iterator[None]:
+    """The span of a deadline firing: a new trace, linked to the span that scheduled it.
+
+    A deadline fires long after the request that led to it (minutes, days): its own trace
+    keeps that request's trace from stretching over the wait, and the link leads back to it.
+    What the deadline's handler appends carries this span's context on, so the compensations
+    and read-model updates it sets off follow in the same (new) trace.
+
+    Args:
+        saga: The saga's name.
+        name: The deadline's name.
+        key: Which instance it is for.
+        scheduled_by: The trace context recorded when it was scheduled (may be empty).
+    """
+    provider = _tracer_provider() if _trace is not None else None
+    if provider is None or _PROPAGATOR is None:
+        yield
+        return
+    links = []
+    if "traceparent" in scheduled_by:
+        linked = _trace.get_current_span(_PROPAGATOR.extract(scheduled_by)).get_span_context()
+        if linked.is_valid:
+            links.append(_trace.Link(linked, {"eventtape.link": "scheduled_by"}))
+    tracer = _tracer(provider)
+    # An empty context: the timer task's own context may hold whatever span was current
+    # when the runner started, which is not this deadline's parent.
+    with tracer.start_as_current_span(
+        f"deadline {saga} {name}",
+        context=_otel_context.Context(),
+        kind=_trace.SpanKind.CONSUMER,
+        links=links,
+        attributes={
+            "eventtape.handler.kind": "deadline",
+            "eventtape.handler.name": saga,
+            "eventtape.deadline.name": name,
+            "eventtape.deadline.key": key,
+        },
+    ):
+        yield
+
+
+APPEND_SECONDS_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)  # fmt: skip
+"""Bucket bounds of the append latency histogram: 50 µs (in memory) to 10 s (a stalled leader)."""
+
+
 class AppendInstruments:
     """The append instruments of one meter provider (made once per provider)."""
 
@@ -148,7 +250,12 @@ class AppendInstruments:
         meter = provider.get_meter(_SCOPE)
         self.provider = provider
         self.duration = meter.create_histogram(
-            "eventtape.append.duration", unit="s", description="Time an append took"
+            "eventtape.append.duration",
+            unit="s",
+            description="Time an append took",
+            # The SDK's default buckets (0, 5, 10, 25 ... 10,000) suit milliseconds: in seconds
+            # every append would land in the first one.
+            explicit_bucket_boundaries_advisory=APPEND_SECONDS_BUCKETS,
         )
         self.events = meter.create_counter(
             "eventtape.events.appended", unit="{event}", description="Events appended"
@@ -191,20 +298,25 @@ class AppendInstruments:
 _instruments: AppendInstruments | None = None
 
 
+def meter_provider() -> Any:
+    """The meter provider set globally, or ``None`` (no API, or nothing set: measure nothing)."""
+    if _metrics is None:
+        return None
+    return _provider(
+        getattr(_metrics, "_internal", None),
+        "_METER_PROVIDER",
+        "OTEL_PYTHON_METER_PROVIDER",
+        _metrics.get_meter_provider,
+    )
+
+
 def append_instruments() -> AppendInstruments | None:
     """The append instruments, or ``None`` when no meter provider is set (measure nothing).
 
     Stores call this once per append and skip all measuring on ``None``: the cheap path.
     """
     global _instruments
-    if _metrics is None:
-        return None
-    provider = _provider(
-        getattr(_metrics, "_internal", None),
-        "_METER_PROVIDER",
-        "OTEL_PYTHON_METER_PROVIDER",
-        _metrics.get_meter_provider,
-    )
+    provider = meter_provider()
     if provider is None:
         return None
     if _instruments is None or _instruments.provider is not provider:

@@ -18,6 +18,7 @@ __all__ = [
     "CONSOLE_ACTION_EVENT",
     "DCB_CATEGORY",
     "DCB_TAGS_HEADER",
+    "DEADLINE_TRACES_HEADER",
     "DEFAULT_KEYS_BUCKET",
     "DEFAULT_LEASE_BUCKET",
     "DEFAULT_SNAPSHOT_STREAM",
@@ -36,6 +37,7 @@ __all__ = [
     "SAGA_PARKED_PARTITION",
     "STORED_PREFIX",
     "STREAM_TAG_PREFIX",
+    "SUBJECT_KEYS_TABLE",
     "SYSTEM_EVENT_PREFIX",
 ]
 
@@ -53,10 +55,15 @@ LAST_VERSION_HEADER: Final = "Eventtape-Last-Version"
 """Header carrying the version of the last event of a multi-event append."""
 DCB_TAGS_HEADER: Final = "Eventtape-Tags"
 """Header of a DCB append: the tags of each of its events, as a JSON list of lists."""
+DEADLINE_TRACES_HEADER: Final = "eventtape-deadline-traces"
+"""Metadata header of an append of saga deadline events: which trace scheduled each deadline,
+as ``<first 12 hex digits of the event id>=<traceparent>`` pairs joined by commas."""
 DEFAULT_SNAPSHOT_STREAM: Final = "EVENTTAPE_SNAPSHOTS"
 DEFAULT_SNAPSHOT_SUBJECT_PREFIX: Final = "eventtape.snapshots"
 DEFAULT_KEYS_BUCKET: Final = "EVENTTAPE_KEYS"
 """The JetStream key-value bucket holding per-subject keys of personal data."""
+SUBJECT_KEYS_TABLE: Final = "eventtape_subject_keys"
+"""The SQL table holding per-subject keys of personal data (SQLite and PostgreSQL)."""
 
 # Dynamic Consistency Boundaries.
 DCB_CATEGORY: Final = "dcb"

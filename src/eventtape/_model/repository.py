@@ -51,6 +51,17 @@ class Repository(Generic[A]):
             raise InvalidArgument(f"{aggregate_type!r} is not an eventtape.Aggregate subclass")
         if snapshot_policy is not None and snapshots is None:
             raise ValueError("a snapshot_policy needs a snapshots store")
+        if (
+            snapshots is not None
+            and getattr(store, "holds_personal_data", False)
+            and not getattr(snapshots, "seals_personal_data", False)
+        ):
+            # Aggregate state copies personal fields: stored as is, a snapshot would keep
+            # them readable after the subject is forgotten.
+            raise InvalidArgument(
+                "a private event store needs a private snapshot store: pass"
+                " eventtape.privacy.PrivateSnapshotStore(snapshots, store)"
+            )
         self._store = store
         self._type = aggregate_type
         self._snapshots = snapshots

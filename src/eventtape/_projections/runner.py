@@ -20,6 +20,14 @@ from .._core.errors import (
     describe,
 )
 from .._core.events import Event, RecordedEvent
+from .._core.runner_metrics import (
+    EVENTS_PARKED,
+    LAG_COUNT_LIMIT,
+    PROJECTION_LAG,
+    MetricSource,
+    Point,
+    Points,
+)
 from .._core.sinks import ReadModelSink
 from .._core.store import EventStore
 from .._core.telemetry import run_handler
@@ -30,7 +38,7 @@ from .projection import Partition, Projection
 __all__ = ["ProjectionRunner", "ProjectionStatus", "RunnerOptions"]
 
 logger = logging.getLogger("eventtape.projections")
-_LAG_COUNT_LIMIT = 10_000
+_LAG_COUNT_LIMIT = LAG_COUNT_LIMIT
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -46,6 +54,8 @@ class RunnerOptions:
         park_failures: After the last try, park the event (keep it in the sink's parked table
             and go on) instead of stopping the projection.
         partition: The slice of streams this runner owns (see :class:`eventtape.Partition`).
+        metrics_interval: Seconds between measurements of the lag and parked events, when a
+            meter provider is set (see the telemetry guide; nothing is measured otherwise).
     """
 
     batch_size: int = 500
@@ -54,12 +64,15 @@ class RunnerOptions:
     max_backoff: float = 2.0
     park_failures: bool = False
     partition: Partition = dataclasses.field(default_factory=Partition)
+    metrics_interval: float = 5.0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_attempts < 1:
             raise ValueError("batch_size and max_attempts must be at least 1")
         if self.backoff < 0 or self.max_backoff < 0:
             raise ValueError("backoff and max_backoff must not be negative")
+        if not self.metrics_interval > 0:  # also refuses NaN
+            raise ValueError("metrics_interval must be positive")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -326,6 +339,11 @@ async def _status(
     )
 
 
+def _series(name: str, partition: str) -> dict[str, str]:
+    """A projection partition's metric attributes."""
+    return {"eventtape.handler.name": name, "eventtape.partition": partition}
+
+
 class ProjectionRunner:
     """Runs projections against one store and one sink, each in its own task.
 
@@ -382,6 +400,7 @@ class ProjectionRunner:
                     self._keys[key] = (name, Partition(index, count))
         self._shared: dict[str, _Worker] = {}
         self._coordinator: Coordinator | None = None
+        self._metrics = MetricSource(self._measure, self._options.metrics_interval, "projections")
 
     async def start(self) -> None:
         """Prepare the sink, create missing read models, and start every projection.
@@ -403,6 +422,7 @@ class ProjectionRunner:
             )
             await self._coordinator.start()
         self._started = True
+        self._metrics.start()
 
     async def _prepare(self, projection: Projection[Any]) -> None:
         generation = await self._sink.active_generation(projection.name)
@@ -479,12 +499,41 @@ class ProjectionRunner:
 
         A runner sharing partitions then gives its leases up, so others take them at once.
         """
+        await self._metrics.aclose()
         if self._coordinator is not None:
             await self._coordinator.aclose()
             self._coordinator = None
         for worker in self._workers.values():
             await worker.stop()
         self._started = False
+
+    async def refresh_metrics(self) -> None:
+        """Measure the lag and parked events now, for the gauges (see the telemetry guide).
+
+        The runner measures every ``metrics_interval`` seconds by itself; a handler serving a
+        Prometheus scrape calls this first to answer with fresh values. Does nothing when no
+        meter provider was set when the runner started.
+        """
+        await self._metrics.refresh()
+
+    async def _measure(self) -> Points:
+        workers = list(self._workers.values() if self._sharing is None else self._shared.values())
+        lag: list[Point] = []
+        parked_counts: dict[tuple[str, str], int] = {}
+        for worker in workers:
+            status = await worker.status()
+            key = (worker.name, worker.options.partition.key)
+            lag.append((status.lag_events, _series(*key)))
+            parked_counts[key] = 0
+        for name in {name for name, _ in parked_counts}:
+            for event in await self._sink.parked(name):
+                if (name, event.partition) in parked_counts:
+                    parked_counts[(name, event.partition)] += 1
+        parked: list[Point] = [
+            (count, {**_series(name, partition), "eventtape.handler.kind": "projection"})
+            for (name, partition), count in parked_counts.items()
+        ]
+        return {PROJECTION_LAG: lag, EVENTS_PARKED: parked}
 
     async def __aenter__(self) -> Self:
         await self.start()

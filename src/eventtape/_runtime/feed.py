@@ -90,6 +90,12 @@ class Feed:
             batch.append(item)
         return batch
 
+    def queued(self) -> list[RecordedEvent[Event]]:
+        """The events read ahead, not taken yet (a copy; for the backlog gauge)."""
+        # asyncio.Queue keeps its items in a deque it does not expose.
+        items = getattr(self._queue, "_queue", ())
+        return [item for item in list(items) if item is not _STOP]
+
     def stop_reading(self) -> None:
         """Stop the reader (it keeps what it queued)."""
         if self._reader is not None:

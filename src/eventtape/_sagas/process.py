@@ -23,6 +23,7 @@ from .._core.system_events import (
     StepCompleted,
     StepRefused,
 )
+from .._core.telemetry import span
 from .._model.aggregate import Aggregate, applies
 from .._model.repository import Repository
 from .saga import Saga, SagaContext, reacts_to
@@ -177,6 +178,15 @@ class ProcessManager(Saga):
             )
         await self._drive(instance, record, ctx)
 
+    def _span(self, what: str, step: str, instance: ProcessInstance) -> tuple[str, dict[str, str]]:
+        """A step's (or compensation's) span name and attributes, for telemetry.span."""
+        return f"process {self.name} {what} {step}", {
+            "eventtape.handler.kind": "process",
+            "eventtape.handler.name": self.name,
+            "eventtape.process.instance": instance.id,
+            "eventtape.process.step": step,
+        }
+
     async def _drive(
         self, instance: ProcessInstance, record: RecordedEvent[Event], ctx: SagaContext
     ) -> None:
@@ -185,7 +195,8 @@ class ProcessManager(Saga):
                 if step.action in instance.completed:
                     continue
                 try:
-                    await getattr(self, step.action)(record, ctx.scope(step.action))
+                    with span(*self._span("step", step.action, instance)):
+                        await getattr(self, step.action)(record, ctx.scope(step.action))
                 except DomainError as refusal:
                     instance = await ctx.scope(f"refused:{step.action}").execute(
                         self.instances,
@@ -217,7 +228,8 @@ class ProcessManager(Saga):
             if step.compensation is None or action in instance.compensated:
                 continue
             try:
-                await getattr(self, step.compensation)(record, ctx.scope(step.compensation))
+                with span(*self._span("compensate", action, instance)):
+                    await getattr(self, step.compensation)(record, ctx.scope(step.compensation))
             except DomainError as refusal:
                 reason = f"compensating {action} was refused: {refusal}"
                 await ctx.scope("attention").execute(

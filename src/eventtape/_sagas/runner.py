@@ -15,10 +15,20 @@ from typing import Any, Literal, Self
 from .._core.clock import Clock, SystemClock
 from .._core.errors import DomainError, Fenced, InvalidArgument, ProjectionTimeout, describe
 from .._core.events import Event, RecordedEvent
+from .._core.runner_metrics import (
+    DEADLINES_OVERDUE,
+    DEADLINES_PENDING,
+    EVENTS_PARKED,
+    LAG_COUNT_LIMIT,
+    SAGA_BACKLOG,
+    SAGA_LAG,
+    MetricSource,
+    Points,
+)
 from .._core.sinks import ParkedEvent, ReadModelSink
 from .._core.store import EventStore
 from .._core.stream_ids import category_of
-from .._core.telemetry import run_handler
+from .._core.telemetry import deadline_span, run_handler
 from .._core.wire import (
     SAGA_CLAIMED_PARTITION,
     SAGA_DONE_PARTITION,
@@ -51,6 +61,8 @@ class SagaOptions:
         start: Where a saga that has never run starts: ``"beginning"`` handles every stored
             event; ``"end"`` only those appended after it first starts (a saga deployed on a
             store with years of history should not act on all of it again).
+        metrics_interval: Seconds between measurements of the backlog, lag, parked events and
+            deadlines, when a meter provider is set (see the telemetry guide).
     """
 
     batch_size: int = 100
@@ -59,6 +71,7 @@ class SagaOptions:
     backoff: float = 0.05
     max_backoff: float = 2.0
     start: Literal["beginning", "end"] = "beginning"
+    metrics_interval: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "concurrency", "max_attempts"):
@@ -69,6 +82,9 @@ class SagaOptions:
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 raise InvalidArgument(f"{name} must be a number >= 0, not {value!r}")
+        value = self.metrics_interval
+        if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+            raise InvalidArgument(f"metrics_interval must be a number > 0, not {value!r}")
         if self.start not in ("beginning", "end"):
             raise InvalidArgument(f"start must be 'beginning' or 'end', not {self.start!r}")
 
@@ -179,6 +195,7 @@ class _SagaWorker:
         # Bounds the events dispatched but not yet handled (memory, and how far recovery
         # may have to go back after a crash).
         self._room = asyncio.Semaphore(4 * max(options.batch_size, options.concurrency))
+        self.in_flight = 0  # events dispatched to a handler, not handled yet
         self.failure: BaseException | None = None
 
     def _failed(self, failure: BaseException) -> None:
@@ -282,6 +299,7 @@ class _SagaWorker:
             self._window.close(entry)
             return
         await self._room.acquire()
+        self.in_flight += 1
         recovering = record.position <= self._recover_until
         key = self.saga.ordering_key(record) if self.options.concurrency > 1 else ""
 
@@ -292,6 +310,7 @@ class _SagaWorker:
             await self._with_retries(
                 run, record.event_id, record.correlation_id, recovering, record=record
             )
+            self.in_flight -= 1
             self._room.release()
             self._window.close(entry)
 
@@ -392,17 +411,20 @@ class _SagaWorker:
                 fired: asyncio.Future[None] = fired,
             ) -> None:
                 try:
-                    if handler is not None:
-                        await self._fire(deadline, handler)
-                    # A store blip here must not stop the saga: retried, and if it still
-                    # fails the deadline stays pending and fires again (in recovery mode).
-                    await self._with_retries(
-                        lambda ctx, deadline=deadline: self.deadlines.fired(deadline),
-                        uuid.uuid5(SAGA_NAMESPACE, f"fired:{deadline.deadline_id}"),
-                        deadline.correlation_id,
-                        True,
-                        label=f"recording deadline {deadline.name} for {deadline.key} fired",
-                    )
+                    with deadline_span(
+                        self.saga.name, deadline.name, deadline.key, deadline.scheduled_by
+                    ):
+                        if handler is not None:
+                            await self._fire(deadline, handler)
+                        # A store blip here must not stop the saga: retried, and if it still
+                        # fails the deadline stays pending and fires again (in recovery mode).
+                        await self._with_retries(
+                            lambda ctx, deadline=deadline: self.deadlines.fired(deadline),
+                            uuid.uuid5(SAGA_NAMESPACE, f"fired:{deadline.deadline_id}"),
+                            deadline.correlation_id,
+                            True,
+                            label=f"recording deadline {deadline.name} for {deadline.key} fired",
+                        )
                 finally:
                     if not fired.done():
                         fired.set_result(None)
@@ -431,6 +453,40 @@ class _SagaWorker:
         )
         if not done:
             logger.error("deadline %s for %s parked", deadline.name, deadline.key)
+
+    def backlog(self) -> int:
+        """Events read from the store that this saga reacts to, not handled yet."""
+        categories = self.saga.categories
+        queued = sum(
+            1
+            for record in self.feed.queued()
+            if (categories is None or category_of(record.stream_id) in categories)
+            and self.saga.reaction_to(type(record.event)) is not None
+        )
+        return queued + self.in_flight
+
+    async def measure(self) -> Points:
+        """This saga's series of the runner gauges."""
+        series = {"eventtape.handler.name": self.saga.name}
+        now = self.clock.now()
+        pending = list(self.deadlines.pending.values())
+        # Counted, not a difference of positions: those have gaps (on JetStream a message's
+        # events are numbered sequence * 1000 + index), and other categories' events.
+        lag = 0
+        async for _ in self.store.read_all(
+            from_position=self.feed.checkpoint + 1,
+            categories=self.saga.categories,
+            limit=LAG_COUNT_LIMIT,
+        ):
+            lag += 1
+        parked = len(await self.sink.parked(self.saga.name))
+        return {
+            SAGA_BACKLOG: [(self.backlog(), series)],
+            SAGA_LAG: [(lag, series)],
+            EVENTS_PARKED: [(parked, {**series, "eventtape.handler.kind": "saga"})],
+            DEADLINES_PENDING: [(len(pending), series)],
+            DEADLINES_OVERDUE: [(sum(1 for d in pending if d.due_at <= now), series)],
+        }
 
     async def wait_until(self, position: int, deadline: float) -> None:
         def alive() -> bool:
@@ -487,6 +543,7 @@ class SagaRunner:
         self._sharing = sharing
         self._keys = {lease_key("saga", name, 0, 1): name for name in names} if sharing else {}
         self._coordinator: Coordinator | None = None
+        self._metrics = MetricSource(self._measure, self._options.metrics_interval, "sagas")
         self._workers = (
             {}
             if sharing
@@ -509,6 +566,7 @@ class SagaRunner:
                 self._sharing, list(self._keys), self._take_saga, self._drop_saga
             )
             await self._coordinator.start()
+        self._metrics.start()
 
     async def _take_saga(self, key: str, token: int) -> None:
         saga = self._sagas[self._keys[key]]
@@ -530,6 +588,7 @@ class SagaRunner:
 
         A runner sharing sagas then gives their leases up, so others take them at once.
         """
+        await self._metrics.aclose()
         if self._coordinator is not None:
             await self._coordinator.aclose()
             self._coordinator = None
@@ -569,6 +628,22 @@ class SagaRunner:
         for name in sagas if sagas is not None else list(self._workers):
             await self._workers[name].wait_until(position, deadline)
 
+    async def refresh_metrics(self) -> None:
+        """Measure the backlog, lag, parked events and deadlines now, for the gauges.
+
+        The runner measures every ``metrics_interval`` seconds by itself; a handler serving a
+        Prometheus scrape calls this first to answer with fresh values. Does nothing when no
+        meter provider was set when the runner started.
+        """
+        await self._metrics.refresh()
+
+    async def _measure(self) -> Points:
+        points: Points = {}
+        for worker in list(self._workers.values()):
+            for name, series in (await worker.measure()).items():
+                points.setdefault(name, []).extend(series)
+        return points
+
     def pending_deadlines(self, saga: str) -> list[Deadline]:
         """The deadlines a saga has scheduled that have neither fired nor been cancelled."""
         return sorted(self._workers[saga].deadlines.pending.values(), key=lambda d: d.due_at)
@@ -576,6 +651,11 @@ class SagaRunner:
     async def parked(self, saga: str) -> list[ParkedEvent]:
         """The events a saga gave up on, with why: they need a person's attention."""
         return await self._sink.parked(saga)
+
+    def backlog(self, saga: str) -> int:
+        """Events a saga has read and reacts to, not handled yet (a count, not a position
+        difference: JetStream positions leave gaps)."""
+        return self._workers[saga].backlog()
 
     def checkpoint(self, saga: str) -> int:
         """The last position a saga finished handling."""

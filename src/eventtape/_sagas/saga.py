@@ -21,6 +21,7 @@ from .._core.dispatch import collect_handlers, handler_for, mark_handler
 from .._core.errors import ConcurrencyError, DuplicateEventId, StreamNotFound
 from .._core.events import Event, NewEvent, RecordedEvent
 from .._core.stream_ids import validate_stream_id
+from .._core.telemetry import trace_headers
 from .._core.wire import SAGA_NAMESPACE
 from .._model.aggregate import Aggregate
 from .._model.repository import Repository
@@ -335,7 +336,7 @@ class SagaContext:
         if (at is None) == (after is None):
             raise ValueError("give exactly one of at= and after=")
         due = at if at is not None else self.now + after  # type: ignore[operator]
-        deadline = Deadline(self._saga, name, key, due, self._correlation_id)
+        deadline = Deadline(self._saga, name, key, due, self._correlation_id, trace_headers())
         await self._deadlines.schedule(deadline, self._ids()(0))
         return deadline
 

@@ -1,7 +1,8 @@
 """The ``eventtape`` command line: answer "who did what, when" against a JetStream store.
 
-Exit codes: 0 success, 2 bad usage, 3 not found (unknown stream, projection, saga), 4 the
-server cannot be reached or does not answer, 5 the stream or sink is not set up as expected.
+Exit codes: 0 success, 1 ``verify`` found a broken link or removed messages, 2 bad usage,
+3 not found (unknown stream, projection, saga), 4 the server cannot be reached or does not
+answer, 5 the stream or sink is not set up as expected.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .._core.errors import (
     StoreUnavailable,
     StreamNotFound,
 )
+from .._core.privacy import mask_ciphertext
 from .._core.wire import (
     CHECKPOINTS_TABLE,
     DEFAULT_STREAM,
@@ -41,6 +43,7 @@ from ..console._cli import add_console_parser
 __all__ = ["main"]
 
 EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_CONFIG = 0, 2, 3, 4, 5
+EXIT_TAMPERED = 1
 
 
 def safe(value: object) -> str:
@@ -170,7 +173,8 @@ def _summary(data: dict[str, Any], width: int = 60) -> str:
 async def _history(args: argparse.Namespace, out: Output) -> None:
     reader = await _connect(args)
     try:
-        entries = await reader.history(args.stream_id)
+        # The CLI never decrypts: personal fields show as "[encrypted]", forgotten or not.
+        entries = [mask_ciphertext(entry) for entry in await reader.history(args.stream_id)]
         if args.at_version is not None:
             await _state_at(args, out, entries)
             return
@@ -217,6 +221,7 @@ async def _tail(args: argparse.Namespace, out: Output) -> None:
     try:
         async with contextlib.aclosing(reader.follow(args.from_position, args.category)) as events:
             async for e in events:
+                e = mask_ciphertext(e)  # personal fields show as "[encrypted]"
                 out.record(
                     e,
                     f"{e['position']:>10}  {e['recorded_at']}  {e['stream_id']} v{e['version']}  "
@@ -252,6 +257,96 @@ async def _info(args: argparse.Namespace, out: Output) -> None:
             out.table("store", ["setting", "value"], [[k, v] for k, v in info.items()])
     finally:
         await reader.close()
+
+
+def _chain_key(path: str | None) -> Any:
+    from .._core.chain import HashChain
+
+    if not path:
+        return HashChain()
+    try:
+        with open(path, "rb") as file:
+            key = file.read(4097)
+    except OSError as error:
+        raise CliError(f"cannot read the chain key file {path}: {error}", EXIT_USAGE) from None
+    if len(key) > 4096:
+        raise CliError(f"{path} is not a chain key: longer than 4096 bytes", EXIT_USAGE)
+    return HashChain(key)  # too short: InvalidArgument, a usage error
+
+
+async def _verify(args: argparse.Namespace, out: Output) -> int:
+    from .._core.chain import verify
+
+    if (args.stream_id is None) == (not args.all):
+        raise CliError("give a stream id or --all (not both)", EXIT_USAGE)
+    chain = _chain_key(args.key_file)
+    reader = await _connect(args)
+    try:
+        result = await verify(reader, args.stream_id, chain=chain, require_chain=args.require_chain)
+    finally:
+        await reader.close()
+    rows = []
+    for report in result.streams:
+        broken = report.broken
+        rows.append(
+            [
+                report.stream_id,
+                report.events,
+                report.unchained_up_to,
+                report.head_version,
+                "ok"
+                if broken is None
+                else f"BROKEN at version {broken.version}: {broken.kind}: {broken.detail}",
+                report.head_link or "-",
+            ]
+        )
+    if out.as_json:
+        print(
+            json.dumps(
+                {
+                    "ok": result.ok,
+                    "events": result.events,
+                    "removed_messages": [list(span) for span in result.removed_messages],
+                    "streams": [
+                        {
+                            "stream_id": report.stream_id,
+                            "events": report.events,
+                            "unchained_up_to": report.unchained_up_to,
+                            "head_version": report.head_version,
+                            "head_link": report.head_link,
+                            "broken": None
+                            if report.broken is None
+                            else {
+                                "version": report.broken.version,
+                                "position": report.broken.position,
+                                "kind": report.broken.kind,
+                                "detail": report.broken.detail,
+                            },
+                        }
+                        for report in result.streams
+                    ],
+                }
+            )
+        )
+    else:
+        shown = rows
+        if args.all and not args.verbose:
+            shown = [row for row in rows if row[4] != "ok" or row[2]]
+        out.table(
+            "chain",
+            ["stream", "events", "unchained up to", "head version", "result", "head link"],
+            shown,
+        )
+        for first, last in result.removed_messages:
+            span = f"message {first}" if first == last else f"messages {first} to {last}"
+            print(f"REMOVED: {span} of the JetStream stream (deleted or purged)")
+        broken_count = sum(1 for report in result.streams if not report.ok)
+        print(
+            f"{'OK' if result.ok else 'TAMPERED'}: {len(result.streams)} stream(s),"
+            f" {result.events} event(s), {broken_count} broken,"
+            f" {len(result.removed_messages)} removed range(s)"
+        )
+    return EXIT_OK if result.ok else EXIT_TAMPERED
 
 
 def _sink(url: str) -> Any:
@@ -479,6 +574,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--parked", action="store_true", help="the events sagas gave up on")
     listing.set_defaults(run=_sagas_list)
+    verify = commands.add_parser(
+        "verify", help="check that the history stored is the history written (hash chain)"
+    )
+    verify.add_argument("stream_id", nargs="?")
+    verify.add_argument("--all", action="store_true", help="every stream of the store")
+    verify.add_argument(
+        "--key-file",
+        default=env("EVENTTAPE_CHAIN_KEY_FILE"),
+        help="the HMAC key the store links with (the file's exact bytes)",
+    )
+    verify.add_argument(
+        "--verbose", action="store_true", help="with --all, list intact streams too"
+    )
+    verify.add_argument(
+        "--require-chain",
+        action="store_true",
+        help="events stored without links are a break, not 'unchained up to N'",
+    )
+    verify.set_defaults(run=_verify)
     add_console_parser(commands)
     return parser
 
@@ -492,7 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out = Output(args.json)
     try:
-        asyncio.run(args.run(args, out))
+        code = asyncio.run(args.run(args, out))
     except CliError as error:
         _fail(error)
         return error.code
@@ -520,7 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNAVAILABLE if isinstance(error, OSError) else EXIT_CONFIG
     except KeyboardInterrupt:
         return 130  # interrupted, as shells report it: not a success
-    return EXIT_OK
+    return code if isinstance(code, int) else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import uuid
 from typing import Final
 
 from .._core.errors import SerializationError
+from .._core.privacy import CIPHERTEXT_PREFIX
 
 try:
     from cryptography.exceptions import InvalidTag
@@ -28,7 +29,7 @@ except ImportError as error:  # pragma: no cover - exercised without the extra
 
 __all__ = ["PREFIX", "decrypt", "encrypt", "is_ciphertext", "new_key"]
 
-PREFIX: Final = "eventtape:aesgcm:v1:"
+PREFIX: Final = CIPHERTEXT_PREFIX
 KEY_BYTES: Final = 32
 
 

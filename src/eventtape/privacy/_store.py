@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Collection, Sequence
-from typing import Any, Self
+from typing import Any, Final, Self
 
 from .._core.conditions import AppendResult, ExpectedVersion, StreamState
+from .._core.dcb import (
+    AppendCondition,
+    DcbReadResult,
+    DcbStore,
+    Query,
+    SequencedEvent,
+    TaggedEvent,
+)
 from .._core.errors import InvalidArgument
 from .._core.events import Event, Metadata, NewEvent, RecordedEvent, new_event_id
 from .._core.privacy import FORGOTTEN, KeyStore, check_subject, personal_fields
@@ -35,6 +43,9 @@ class PrivateEventStore:
             Another process's ``forget`` takes effect here within this time; ``0`` asks the
             key store on every read.
     """
+
+    holds_personal_data: Final = True
+    """Tells :class:`eventtape.Repository` to accept only snapshot stores that seal it."""
 
     def __init__(self, inner: EventStore, keys: KeyStore, *, key_cache_seconds: float = 60.0):
         if (
@@ -91,33 +102,72 @@ class PrivateEventStore:
             return await self._inner.append(
                 stream_id, events, expected_version=expected_version, metadata=metadata
             )
-        sealed: list[Event | NewEvent[Event]] = []
-        for item in events:
-            new = item if isinstance(item, NewEvent) else None
-            event = new.event if new is not None else item
-            if not isinstance(event, Event):
-                sealed.append(item)  # the inner store refuses it with its own error
-                continue
-            found = personal_fields(type(event))
-            if found is None:
-                sealed.append(item)
-                continue
-            event_id = new.event_id if new is not None else new_event_id()
-            if all(getattr(event, field) is None for field in found.fields):
-                sealed.append(item)  # nothing personal to keep: no key needed
-                continue
-            subject = check_subject(found.subject_of(event))
-            key = await self._keys.key_for(subject)
-            name = self.registry.name_of(type(event))
-            update = {
-                field: encrypt(key, event_id, name, field, subject, value)
-                for field in found.fields
-                if isinstance(value := getattr(event, field), str)
-            }
-            sealed.append(NewEvent(event.model_copy(update=update), event_id))
+        sealed = [await self._seal(item) for item in events]
         return await self._inner.append(
             stream_id, sealed, expected_version=expected_version, metadata=metadata
         )
+
+    async def _seal(self, item: Any) -> Any:
+        """The event (bare, ``NewEvent`` or ``TaggedEvent``) with its personal fields encrypted.
+
+        Anything that is not an event is passed on for the inner store to refuse in its words.
+        """
+        tagged = item if isinstance(item, TaggedEvent) else None
+        new = item if isinstance(item, NewEvent) else None
+        event = tagged.event if tagged else new.event if new else item
+        if not isinstance(event, Event):
+            return item
+        found = personal_fields(type(event))
+        if found is None or all(getattr(event, field) is None for field in found.fields):
+            return item  # nothing personal to keep: no key needed
+        event_id = tagged.event_id if tagged else new.event_id if new else new_event_id()
+        subject = check_subject(found.subject_of(event))
+        key = await self._keys.key_for(subject)
+        name = self.registry.name_of(type(event))
+        update = {
+            field: encrypt(key, event_id, name, field, subject, value)
+            for field in found.fields
+            if isinstance(value := getattr(event, field), str)
+        }
+        if tagged is not None:
+            return TaggedEvent(event.model_copy(update=update), tagged.tags, event_id)
+        return NewEvent(event.model_copy(update=update), event_id)
+
+    # -- Dynamic Consistency Boundaries (when the inner store has them) --------------------
+
+    def _dcb(self) -> DcbStore:
+        inner = self._inner
+        if not isinstance(inner, DcbStore):
+            raise InvalidArgument(f"the inner store {inner!r} has no DCB reads and appends")
+        return inner
+
+    async def dcb_read(
+        self, query: Query, *, after: int = 0, limit: int | None = None, backwards: bool = False
+    ) -> DcbReadResult:
+        """The inner store's DCB read, personal fields decrypted (or :data:`FORGOTTEN`)."""
+        result = await self._dcb().dcb_read(query, after=after, limit=limit, backwards=backwards)
+        events = [
+            SequencedEvent(await self._open(found.record), found.tags) for found in result.events
+        ]
+        return DcbReadResult(tuple(events), result.position)
+
+    async def dcb_append(
+        self,
+        events: Sequence[Event | NewEvent[Event] | TaggedEvent],
+        *,
+        condition: AppendCondition | None = None,
+        metadata: Metadata | None = None,
+    ) -> int:
+        """Encrypt personal fields, then the inner store's DCB append.
+
+        Raises:
+            SubjectForgotten: If an event holds personal data of a forgotten subject.
+        """
+        dcb = self._dcb()
+        if isinstance(events, (Event, NewEvent, TaggedEvent)):
+            return await dcb.dcb_append(events, condition=condition, metadata=metadata)
+        sealed = [await self._seal(item) for item in events]
+        return await dcb.dcb_append(sealed, condition=condition, metadata=metadata)
 
     # -- reading -------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Self
 from uuid import UUID
 
+from .._core.chain import UNKEYED, ChainReport, HashChain, StoredLink, unreadable
 from .._core.conditions import AppendResult, ExpectedVersion, StreamState
 from .._core.dcb import (
     STREAM_TAG_PREFIX,
@@ -31,6 +32,7 @@ from .._core.dcb import (
 from .._core.errors import (
     AppendConditionFailed,
     DuplicateEventId,
+    EventtapeError,
     InvalidArgument,
     SerializationError,
     StreamNotFound,
@@ -67,9 +69,19 @@ class InMemoryEventStore:
             where the last microsecond matters.
     """
 
-    def __init__(self, registry: EventRegistry, *, round_trip: bool = True) -> None:
+    def __init__(
+        self,
+        registry: EventRegistry,
+        *,
+        round_trip: bool = True,
+        chain: HashChain | None = UNKEYED,
+    ) -> None:
+        if chain is not None and not isinstance(chain, HashChain):
+            raise InvalidArgument(f"chain takes a HashChain or None, not {type(chain).__name__}")
         self._registry = registry
         self._round_trip = round_trip
+        self._chain = chain
+        self._links: dict[str, list[bytes]] = {}  # each stream's links, by version - 1
         self._streams: dict[str, list[RecordedEvent[Event]]] = {}
         self._all: list[RecordedEvent[Event]] = []
         self._by_id: dict[UUID, RecordedEvent[Event]] = {}
@@ -84,6 +96,11 @@ class InMemoryEventStore:
     def registry(self) -> EventRegistry:
         """The event registry this store names and checks events with."""
         return self._registry
+
+    @property
+    def chain(self) -> HashChain | None:
+        """How this store links the events it appends (``None``: it does not)."""
+        return self._chain
 
     async def append(
         self,
@@ -125,6 +142,7 @@ class InMemoryEventStore:
         headers = MappingProxyType(dict(meta.headers)) if meta.headers else EMPTY_HEADERS
         recorded_at = datetime.now(UTC)
         position = len(self._all)
+        prepared = self._prepare(new)
         records = [
             RecordedEvent(
                 stream_id,
@@ -139,9 +157,26 @@ class InMemoryEventStore:
                 meta.correlation_id,
                 headers,
             )
-            for offset, (item, name, event) in enumerate(self._prepare(new), start=1)
+            for offset, (item, name, event, _, _) in enumerate(prepared, start=1)
         ]
-
+        chain = self._chain
+        if chain is not None:
+            links = self._links.get(stream_id)
+            if links is None:
+                links = self._links[stream_id] = []
+            if len(links) == actual:
+                link = links[-1] if actual else None
+            else:  # a stream begun before the chain: its first link links to nothing
+                link = None
+                links.extend([b""] * (actual - len(links)))
+            shared = chain.append_part(
+                stream_id, meta.actor, meta.causation_id, meta.correlation_id, headers
+            )
+            version = actual
+            for item, name, _, schema, data in prepared:
+                version += 1
+                link = chain.link(link, version, item.event_id, name, schema, shared, data)
+                links.append(link)
         if stream is None:
             self._streams[stream_id] = records
         else:
@@ -161,13 +196,20 @@ class InMemoryEventStore:
             records[-1].position,
         )
 
-    def _prepare(self, new: list[NewEvent[Event]]) -> list[tuple[NewEvent[Event], str, Event]]:
+    def _prepare(
+        self, new: list[NewEvent[Event]]
+    ) -> list[tuple[NewEvent[Event], str, Event, int, bytes]]:
+        """Each new event's stored name, the event to store, its schema and its data's JSON
+        (empty when neither the round trip nor the chain needs it)."""
         registry = self._registry
         prepared = []
+        encode = self._round_trip or self._chain is not None
         for item in new:
+            schema, data = 0, b""
+            if encode:
+                name, schema, data = registry.encode(item.event)
             if self._round_trip:
                 # The registry's decode, minus the name lookup: the class is at hand.
-                name, _version, data = registry.encode(item.event)
                 try:
                     event = type(item.event).__pydantic_validator__.validate_json(data)
                 except ValueError as error:
@@ -175,9 +217,16 @@ class InMemoryEventStore:
                         f"{type(item.event).__qualname__} does not survive JSON encoding, so a "
                         f"persistent store could not keep it: {error}"
                     ) from error
+                if self._chain is not None and _holds_sets(type(event)):
+                    # A set is written in its iteration order, which the decoded copy stored
+                    # here need not share: link the stored copy's JSON, which is what the
+                    # verifier re-encodes (else an untouched store would verify "altered").
+                    data = registry.encode(event)[2]
             else:
-                name, event = registry.name_of(type(item.event)), item.event
-            prepared.append((item, name, event))
+                event = item.event
+                if not encode:
+                    name = registry.name_of(type(event))
+            prepared.append((item, name, event, schema, data))
         return prepared
 
     def _retried_result(
@@ -221,7 +270,15 @@ class InMemoryEventStore:
             return False
         if self._round_trip:
             registry = self._registry
-            return registry.encode(stored.event)[2] == registry.encode(event)[2]
+            data = registry.encode(event)[2]
+            if registry.encode(stored.event)[2] == data:
+                return True
+            # A set's JSON follows its iteration order, which the stored (decoded) copy need
+            # not share: compare the retried event decoded the same way (sets compare as sets).
+            try:
+                return bool(stored.event == type(event).__pydantic_validator__.validate_json(data))
+            except ValueError:
+                return False
         return stored.event == event
 
     async def read_stream(
@@ -293,8 +350,11 @@ class InMemoryEventStore:
     # -- Dynamic Consistency Boundaries (the reference implementation) ---------------------
 
     def _tags_of(self, record: RecordedEvent[Event]) -> frozenset[str]:
-        given = self._tags.get(record.position, frozenset())
-        return given | tags_of(record.event) | {STREAM_TAG_PREFIX + record.stream_id}
+        declared = tags_of(record.event)
+        given = self._tags.get(record.position)
+        if given is None and not declared:
+            return frozenset((STREAM_TAG_PREFIX + record.stream_id,))
+        return (given or frozenset()) | declared | {STREAM_TAG_PREFIX + record.stream_id}
 
     async def dcb_read(
         self,
@@ -389,6 +449,49 @@ class InMemoryEventStore:
                     chosen.update(positions[bisect.bisect_right(positions, after) :])
             indexes = [position - 1 for position in sorted(chosen)]
         return indexes[::-1] if backwards else indexes
+
+    async def chain_links(
+        self, stream_id: str | None = None
+    ) -> AsyncIterator[StoredLink | ChainReport]:
+        """Every stored event of ``stream_id`` (or of every stream), as :func:`eventtape.verify`
+        reads it: its content re-encoded from the stored record, and its stored link."""
+        self._check_open()
+        if stream_id is not None:
+            validate_stream_id(stream_id)
+            if stream_id not in self._streams:
+                raise StreamNotFound(stream_id)
+            streams = [stream_id]
+        else:
+            streams = list(self._streams)
+        encode = self._registry.encode
+        for name in streams:
+            links = self._links.get(name, [])
+            for record in self._streams[name]:
+                index = record.version - 1
+                link = links[index] if 0 <= index < len(links) else b""
+                try:
+                    _, schema, data = encode(record.event)
+                except EventtapeError as error:
+                    yield unreadable(name, record.version, record.position, str(error))
+                    continue
+                yield StoredLink(
+                    name,
+                    record.version,
+                    record.position,
+                    record.event_id,
+                    record.event_type,
+                    schema,
+                    record.actor,
+                    record.causation_id,
+                    record.correlation_id,
+                    record.headers,
+                    data,
+                    link.hex() if link else None,
+                )
+
+    async def removed_messages(self) -> tuple[tuple[int, int], ...]:
+        """Nothing: an in-memory store cannot tell (see :class:`eventtape.Verification`)."""
+        return ()
 
     async def stream_version(self, stream_id: str) -> int:
         """Return the stream's version (0 if it has no events)."""
@@ -530,3 +633,27 @@ class InMemorySnapshotStore:
     async def delete(self, stream_id: str) -> None:
         """Forget the snapshot of ``stream_id``, if any."""
         self._snapshots.pop(stream_id, None)
+
+
+_HOLDS_SETS: dict[type, bool] = {}
+
+
+def _holds_sets(event_class: type[Event]) -> bool:
+    """Whether the class's schema has a set anywhere (nested models and unions included)."""
+    found = _HOLDS_SETS.get(event_class)
+    if found is None:
+        found = _HOLDS_SETS[event_class] = _schema_holds_sets(event_class)
+    return found
+
+
+def _schema_holds_sets(event_class: type[Event]) -> bool:
+    pending: list[object] = [event_class.__pydantic_core_schema__]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if node.get("type") in ("set", "frozenset"):
+                return True
+            pending.extend(node.values())
+        elif isinstance(node, list | tuple):
+            pending.extend(node)
+    return False

@@ -5,6 +5,7 @@ Needs the ``testing`` extra (``pip install "eventtape[testing]"``): pytest and h
 
 from ._contract import EventStoreContract as EventStoreContract
 from ._dcb_contract import DcbContract as DcbContract
+from ._keystore_contract import KeyStoreContract as KeyStoreContract
 from ._model import store_model_machine as store_model_machine
 from ._scenario import AggregateScenario as AggregateScenario
 from ._support import ContractNoteAdded as ContractNoteAdded
@@ -18,6 +19,7 @@ __all__ = [
     "ContractValueSet",
     "DcbContract",
     "EventStoreContract",
+    "KeyStoreContract",
     "StoreFactory",
     "contract_registry",
     "store_model_machine",

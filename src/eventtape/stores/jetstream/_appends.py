@@ -22,12 +22,14 @@ from nats.errors import (
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 
+from ..._core.chain import HashChain
 from ..._core.conditions import AppendResult, ExpectedVersion, StreamState
 from ..._core.errors import (
     AppendRefused,
     ConcurrencyError,
     DuplicateEventId,
     InvalidArgument,
+    SerializationError,
     StoreUnavailable,
 )
 from ..._core.events import EMPTY_METADATA, Event, Metadata, NewEvent
@@ -66,14 +68,25 @@ class Appender:
     """
 
     def __init__(
-        self, nc: Client, registry: EventRegistry, config: JetStreamConfig, direct: DirectGet
+        self,
+        nc: Client,
+        registry: EventRegistry,
+        config: JetStreamConfig,
+        direct: DirectGet,
+        chain: HashChain | None = None,
     ) -> None:
         self._nc = nc
+        self._chain = chain
         self._registry = registry
         self._config = config
         self._direct = direct
         self._prefix = config.subject_prefix + "."
         self.tails: collections.OrderedDict[str, tuple[int, int]] = collections.OrderedDict()
+        # Stream id -> (version, sequence of the message holding it, link of the event at that
+        # version; None: stored unchained). Keyed by the sequence too: after the JetStream
+        # stream is deleted and re-created elsewhere, the same version at another sequence is
+        # another event, and chaining from the old link would break the chain.
+        self.links: dict[str, tuple[int, int, bytes | None]] = {}
 
     async def append(
         self,
@@ -112,7 +125,16 @@ class Appender:
             if isinstance(tail, AppendResult):
                 return tail
             version, sequence = tail
-            body, _ = encode_append(self._registry, stream_id, version + 1, new, meta)
+            previous = None
+            if self._chain is not None and version:
+                cached = self.links.get(stream_id)  # inline: the usual case awaits nothing
+                if cached is not None and cached[0] == version and cached[1] == sequence:
+                    previous = cached[2]
+                else:
+                    previous = await self._previous_link(stream_id, version, sequence)
+            body, _, link = encode_append(
+                self._registry, stream_id, version + 1, new, meta, self._chain, previous
+            )
             self._check_size(stream_id, body, len(new))
             headers = {
                 "Nats-Msg-Id": str(new[0].event_id),
@@ -126,6 +148,8 @@ class Appender:
                     return await self._original_result(stream_id, new, int(ack["seq"]))
                 acked = int(ack["seq"])
                 self.remember(stream_id, version + len(new), acked)
+                if self._chain is not None:
+                    self.remember_link(stream_id, version + len(new), acked, link)
                 return _result(stream_id, version + 1, len(new), acked)
             code = error.get("err_code")
             if code == _DUPLICATE_IN_PROCESS:
@@ -150,6 +174,47 @@ class Appender:
             stream_id,
             f"others kept appending first; gave up after {attempts} attempts (max_append_attempts)",
         )
+
+    async def _previous_link(self, stream_id: str, version: int, sequence: int) -> bytes | None:
+        """The link of the stream's event ``version``, read from message ``sequence``."""
+        message = await self._direct.by_sequence(sequence)
+        envelope = decode_envelope(message, self._prefix) if message is not None else None
+        if envelope is None or envelope.stream_id != stream_id or envelope.last_version != version:
+            # The tail moved (deleted, or the stream re-created) since it was read: the
+            # expected sequence then fails the append as well, and the retry reads it afresh.
+            return None
+        link = envelope.body["events"][-1].get("link")
+        try:
+            if link is not None and not isinstance(link, str):  # forged: no link is not 5
+                raise ValueError(link)
+            return bytes.fromhex(link) if link is not None else None
+        except ValueError as error:
+            raise SerializationError(
+                f"the last event of {stream_id!r} (version {version}) has a corrupt link"
+                f" {link!r:.80}: run `eventtape verify {stream_id}`"
+            ) from error
+
+    def remember_link(
+        self, stream_id: str, version: int, sequence: int, link: bytes | None
+    ) -> None:
+        links = self.links
+        if len(links) >= _TAIL_CACHE_SIZE and stream_id not in links:
+            # Bounded without LRU bookkeeping on every append: a forgotten link costs one
+            # direct get at that stream's next append.
+            links.clear()
+        links[stream_id] = (version, sequence, link)
+
+    def remember_read_link(
+        self, stream_id: str, version: int, sequence: int, hex_link: object
+    ) -> None:
+        """Remember the link of the last event a read returned (saves a get at the next append)."""
+        if not isinstance(hex_link, str) and hex_link is not None:
+            return
+        try:
+            link = bytes.fromhex(hex_link) if hex_link is not None else None
+        except ValueError:
+            return  # a corrupt link: the append reads it and reports it
+        self.remember_link(stream_id, version, sequence, link)
 
     def _check_size(self, stream_id: str, body: bytes, count: int) -> None:
         """Refuse, before sending, what the server would refuse as too large."""
@@ -324,7 +389,10 @@ class Appender:
             self.tails.pop(stream_id, None)
             return 0, 0
         header = message.headers.get(LAST_VERSION_HEADER)
-        version = int(header) if header else decode_envelope(message, self._prefix).last_version
+        if header and header.isascii() and header.isdigit():
+            version = int(header)
+        else:  # none, or a forged one: the body tells (or is our SerializationError)
+            version = decode_envelope(message, self._prefix).last_version
         self.remember(stream_id, version, message.sequence)
         return version, message.sequence
 

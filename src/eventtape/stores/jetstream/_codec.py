@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from binascii import hexlify
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -28,6 +29,7 @@ from uuid import UUID
 import pydantic_core
 from nats.aio.msg import Msg
 
+from ..._core.chain import HashChain, StoredLink
 from ..._core.errors import SerializationError
 from ..._core.events import EMPTY_HEADERS, Event, Metadata, NewEvent, RecordedEvent
 from ..._core.registry import EventRegistry
@@ -79,8 +81,14 @@ def encode_append(
     first_version: int,
     events: list[NewEvent[Event]],
     metadata: Metadata,
-) -> tuple[bytes, list[str]]:
-    """Return the message body of an append, and the type names of its events."""
+    chain: HashChain | None = None,
+    previous: bytes | None = None,
+) -> tuple[bytes, list[str], bytes | None]:
+    """Return the message body of an append, the type names of its events, and its last link.
+
+    With a ``chain``, each event carries its link (``"link"``, hex) chained from ``previous``
+    (the link of the stream's last event; ``None`` for a new or unchained stream).
+    """
     if len(events) > MAX_EVENTS_PER_APPEND:
         raise ValueError(
             f"an append holds at most {MAX_EVENTS_PER_APPEND} events on JetStream, "
@@ -102,23 +110,53 @@ def encode_append(
         json.dumps(dict(metadata.headers)).encode() if metadata.headers else b"{}",
         b',"events":[',
     ]
+    shared = (
+        chain.append_part(
+            stream_id,
+            metadata.actor,
+            metadata.causation_id,
+            metadata.correlation_id,
+            metadata.headers,
+        )
+        if chain is not None
+        else b""
+    )
+    link = previous
     for index, item in enumerate(events):
         name, schema, data = registry.encode(item.event)
         names.append(name)
+        event_id = str(item.event_id)
         parts += (
             b',{"id":"' if index else b'{"id":"',
-            str(item.event_id).encode(),
+            event_id.encode(),
             _type_and_schema(name, schema),
             data,
-            b"}",
         )
+        if chain is None:
+            parts.append(b"}")
+        else:
+            link = chain.link(
+                link, first_version + index, item.event_id, name, schema, shared, data
+            )
+            parts += (b',"link":"', hexlify(link), b'"}')
     parts.append(b"]}")
-    return b"".join(parts), names
+    return b"".join(parts), names, link if chain is not None else None
 
 
 @functools.lru_cache(maxsize=4096)
 def _type_and_schema(name: str, schema: int) -> bytes:
     return f'","type":{json.dumps(name)},"schema":{schema},"data":'.encode()
+
+
+_MAX_U32 = 2**32 - 1  # a link holds the schema version in 4 bytes, the version in 8
+_MAX_VERSION = 2**63 - MAX_EVENTS_PER_APPEND  # far beyond any real stream, and still 8 bytes
+
+
+def _text_or_none(body: dict[str, Any], field: str) -> str | None:
+    value = body.get(field)
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{field} is {type(value).__name__}, not text")
+    return value
 
 
 class Envelope:
@@ -145,14 +183,20 @@ class Envelope:
         self.last_version: int = self.first_version + len(body["events"]) - 1
 
     def slim(self) -> Envelope:
-        """A copy without the parsed body (its events), for keeping beside decoded records:
-        where it is and which versions it holds, at a fraction of the memory. Not for
-        :meth:`records` or :meth:`same_events`."""
+        """A copy without most of the parsed body, for keeping beside decoded records: where
+        it is, which versions it holds and its last event's chain link (``body["events"]``
+        holds only that), at a fraction of the memory. Not for :meth:`records`,
+        :meth:`same_events` or :attr:`event_ids`."""
         slim = Envelope.__new__(Envelope)
         slim.sequence, slim.subject, slim.timestamp = self.sequence, self.subject, self.timestamp
         slim.stream_id = self.stream_id
         slim.first_version, slim.last_version = self.first_version, self.last_version
-        slim.body = {"stream": self.stream_id, "version": self.first_version}
+        last = self.body["events"][-1]
+        slim.body = {
+            "stream": self.stream_id,
+            "version": self.first_version,
+            "events": [{"link": last["link"]} if "link" in last else {}],
+        }
         return slim
 
     @property
@@ -172,6 +216,71 @@ class Envelope:
             if pydantic_core.from_json(data) != event["data"]:
                 return False
         return True
+
+    def links(self) -> list[StoredLink]:
+        """The append's events as a chain verifier reads them (raw, without the registry).
+
+        Raises:
+            SerializationError: If an event lacks a field a link covers.
+        """
+        body = self.body
+        stream_id = self.stream_id
+        base = self.sequence * POSITION_STRIDE
+        version = self.first_version
+        try:
+            # Strict types, as the store writes them: a forged message may hold anything, and a
+            # lenient parse would either crash the verifier (``len(5)``, ``(-1).to_bytes``) or
+            # pass a forgery as genuine (a schema ``"1"`` or ``1.5`` read as the linked ``1``).
+            headers = body.get("headers") or {}
+            if not isinstance(headers, dict) or not all(
+                isinstance(name, str) and isinstance(value, str) for name, value in headers.items()
+            ):
+                raise TypeError("headers are not a mapping of text to text")
+            actor, causation, correlation = (
+                _text_or_none(body, "actor"),
+                _text_or_none(body, "causation_id"),
+                _text_or_none(body, "correlation_id"),
+            )
+        except (TypeError, ValueError) as error:
+            raise SerializationError(
+                f"corrupt append at stream {stream_id!r}, position {base}: {error}"
+            ) from error
+        links = []
+        for index, stored in enumerate(body["events"]):
+            try:
+                link, event_id, type_name, schema = (
+                    stored.get("link"),
+                    stored["id"],
+                    stored["type"],
+                    stored["schema"],
+                )
+                if not (link is None or (isinstance(link, str) and link.isascii())):
+                    raise TypeError(f"link is not ASCII text: {link!r:.80}")
+                if not isinstance(event_id, str) or not isinstance(type_name, str):
+                    raise TypeError("id or type is not text")
+                if type(schema) is not int or not 0 <= schema <= _MAX_U32:
+                    raise TypeError(f"schema {schema!r:.40} is not a 32-bit unsigned integer")
+                links.append(
+                    StoredLink(
+                        stream_id,
+                        version + index,
+                        base + index,
+                        UUID(event_id),
+                        type_name,
+                        schema,
+                        actor,
+                        causation,
+                        correlation,
+                        headers,
+                        pydantic_core.to_json(stored["data"]),
+                        link,
+                    )
+                )
+            except (KeyError, TypeError, ValueError) as error:
+                raise SerializationError(
+                    f"corrupt event at stream {stream_id!r}, position {base + index}: {error!r}"
+                ) from error
+        return links
 
     def records(
         self, registry: EventRegistry, first_index: int = 0, last_index: int | None = None
@@ -286,7 +395,10 @@ def decode_envelope(message: StoredMessage, expected_prefix: str) -> Envelope:
     if (
         not isinstance(body, dict)
         or not isinstance(body.get("stream"), str)
-        or not isinstance(body.get("version"), int)
+        # A version the store could have written: a forged 0, -5, true or 2**70 would make the
+        # next append's version nonsense (and its link uncomputable).
+        or type(body.get("version")) is not int
+        or not 1 <= body["version"] <= _MAX_VERSION
         or not isinstance(body.get("events"), list)
         or not body["events"]
         or not all(isinstance(event, dict) for event in body["events"])

@@ -24,6 +24,7 @@ from nats.aio.client import Client
 from nats.errors import ConnectionClosedError, MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from ..._core.chain import HashChain
 from ..._core.dcb import (
     AppendCondition,
     DcbReadResult,
@@ -73,9 +74,15 @@ class DcbJetStream:
     """The DCB read and conditional append of :class:`JetStreamEventStore`."""
 
     def __init__(
-        self, nc: Client, registry: EventRegistry, config: JetStreamConfig, direct: DirectGet
+        self,
+        nc: Client,
+        registry: EventRegistry,
+        config: JetStreamConfig,
+        direct: DirectGet,
+        chain: HashChain | None = None,
     ) -> None:
         self._nc = nc
+        self._chain = chain
         self._registry = registry
         self._config = config
         self._direct = direct
@@ -197,7 +204,9 @@ class DcbJetStream:
         new = [item.as_new_event() for item in items]
         stream_id = dcb_stream_id(items[0].event_id)
         subject = self._config.subject(DCB_CATEGORY, stream_id)
-        body, _ = encode_append(self._registry, stream_id, 1, new, metadata or EMPTY_METADATA)
+        body, _, _ = encode_append(
+            self._registry, stream_id, 1, new, metadata or EMPTY_METADATA, self._chain
+        )
         headers = {
             "Nats-Msg-Id": str(items[0].event_id),
             # A one-append stream: a second message on it can only be a retry of this append.

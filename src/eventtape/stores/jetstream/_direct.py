@@ -74,16 +74,22 @@ class DirectGet:
         if batch is not None:
             batch.feed(data, headers)
 
-    async def stream_info(self, subjects_filter: str | None = None) -> dict[str, Any]:
-        """Return the stream's info (config and state; per-subject counts with a filter).
+    async def stream_info(
+        self, subjects_filter: str | None = None, *, deleted_details: bool = False
+    ) -> dict[str, Any]:
+        """Return the stream's info (config and state; per-subject counts with a filter; the
+        deleted sequences with ``deleted_details``).
 
         Raises:
             StoreUnavailable: If JetStream does not answer.
             StreamNotFound: If the stream does not exist.
         """
-        request = (
-            json.dumps({"subjects_filter": subjects_filter}).encode() if subjects_filter else b""
-        )
+        options: dict[str, Any] = {}
+        if subjects_filter:
+            options["subjects_filter"] = subjects_filter
+        if deleted_details:
+            options["deleted_details"] = True
+        request = json.dumps(options).encode() if options else b""
         subject = f"$JS.API.STREAM.INFO.{self._stream}"
         try:
             reply = await self._nc.request(subject, request, timeout=self._timeout)

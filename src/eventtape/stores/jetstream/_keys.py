@@ -18,6 +18,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from ..._core.errors import StoreUnavailable, SubjectForgotten
+from ..._core.privacy import check_subject
 from ..._core.wire import DEFAULT_KEYS_BUCKET
 
 __all__ = ["JetStreamKeyStore"]
@@ -27,6 +28,7 @@ _UNAVAILABLE = (NatsTimeout, NoRespondersError, ConnectionClosedError, OutboundB
 
 
 def _kv_key(subject: str) -> str:
+    check_subject(subject)
     # KV keys allow [-/_=.A-Za-z0-9]; a subject ("customer:789") may hold anything.
     return "s." + base64.urlsafe_b64encode(subject.encode()).decode().rstrip("=")
 

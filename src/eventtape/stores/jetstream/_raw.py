@@ -14,12 +14,14 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from ..._core.chain import ChainReport, HashChain, StoredLink
 from ..._core.errors import StreamNotFound
 from ..._core.stream_ids import category_of, validate_stream_id
 from ..._core.wire import LAST_VERSION_HEADER, SYSTEM_EVENT_PREFIX
 from ._codec import Envelope, decode_envelope, position_of, sequence_of
 from ._config import JetStreamConfig
 from ._direct import DirectGet
+from ._verify import chain_links, removed_messages
 
 __all__ = ["RawReader"]
 
@@ -73,6 +75,19 @@ class RawReader:
         if not entries:
             raise StreamNotFound(stream_id)
         return entries
+
+    @property
+    def chain(self) -> HashChain | None:
+        """Unknown here: :func:`eventtape.verify` is given the chain (key) to check with."""
+        return None
+
+    def chain_links(self, stream_id: str | None = None) -> AsyncIterator[StoredLink | ChainReport]:
+        """The stored links, raw (see :func:`eventtape.verify`)."""
+        return chain_links(self._direct, self._config, stream_id)
+
+    async def removed_messages(self) -> tuple[tuple[int, int], ...]:
+        """Ranges of message sequences gone from the stream."""
+        return await removed_messages(self._direct)
 
     async def head_position(self) -> int:
         return await self._direct.head_position(self._prefix)

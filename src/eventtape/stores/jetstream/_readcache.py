@@ -69,6 +69,11 @@ class DecodedCache:
         self._entries.move_to_end(sequence)
         return entry[3], entry[4]
 
+    def clear(self) -> None:
+        """Forget everything (the stream was deleted, re-created, updated or restored)."""
+        self._entries.clear()
+        self._events = 0
+
     def check_registry(self) -> None:
         """Empty the cache if the registry gained types or upcasters since it was filled."""
         state = self._registry_state()
@@ -163,6 +168,11 @@ class SequenceIndex:
         while self._entries > self.max_entries and self._streams:
             _, evicted = self._streams.popitem(last=False)
             self._entries -= len(evicted.versions)
+
+    def clear(self) -> None:
+        """Forget every stream."""
+        self._streams.clear()
+        self._entries = 0
 
     def forget(self, stream_id: str) -> None:
         """Drop what is known of a stream (it turned out wrong)."""

@@ -14,6 +14,7 @@ import nats
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
+from ..._core.chain import UNKEYED, ChainReport, HashChain, StoredLink
 from ..._core.conditions import AppendResult, ExpectedVersion, StreamState
 from ..._core.dcb import AppendCondition, DcbReadResult, Query, TaggedEvent
 from ..._core.errors import (
@@ -40,6 +41,7 @@ from ._direct import DirectGet
 from ._provision import provision_stream
 from ._readcache import DecodedCache, SequenceIndex
 from ._subscription import JetStreamSubscription
+from ._verify import chain_links, removed_messages
 
 __all__ = ["JetStreamEventStore"]
 
@@ -85,6 +87,9 @@ class JetStreamEventStore:
         registry: The event registry.
         config: Stream layout and timeouts.
         owns_connection: Close ``nc`` in :meth:`aclose`.
+        chain: How appended events are linked for tamper evidence (see
+            :func:`eventtape.verify`): plain SHA-256 by default, HMAC with
+            ``HashChain(key=...)``, none with ``None``.
     """
 
     def __init__(
@@ -94,14 +99,18 @@ class JetStreamEventStore:
         config: JetStreamConfig | None = None,
         *,
         owns_connection: bool = False,
+        chain: HashChain | None = UNKEYED,
     ) -> None:
+        if chain is not None and not isinstance(chain, HashChain):
+            raise InvalidArgument(f"chain takes a HashChain or None, not {type(chain).__name__}")
         self._nc = nc
+        self._chain = chain
         self._registry = registry
         self._config = config or JetStreamConfig()
         self._owns_connection = owns_connection
         self._direct = DirectGet(nc, self._config.stream, self._config.request_timeout)
-        self._appender = Appender(nc, registry, self._config, self._direct)
-        self._dcb = DcbJetStream(nc, registry, self._config, self._direct)
+        self._appender = Appender(nc, registry, self._config, self._direct, chain)
+        self._dcb = DcbJetStream(nc, registry, self._config, self._direct, chain)
         self._subscriptions: set[JetStreamSubscription] = set()
         self._prefix = self._config.subject_prefix + "."
         self._started = False
@@ -112,6 +121,7 @@ class JetStreamEventStore:
         self._index = SequenceIndex(self._config.sequence_index_size)
         self._append_only_stream = False
         self._append_only_checked = -_APPEND_ONLY_RECHECK
+        self._advisories: Any = None
 
     @classmethod
     async def connect(
@@ -120,6 +130,7 @@ class JetStreamEventStore:
         registry: EventRegistry,
         *,
         config: JetStreamConfig | None = None,
+        chain: HashChain | None = UNKEYED,
         **connect_options: Any,
     ) -> Self:
         """Connect to NATS, create or verify the stream, and return a store owning the connection.
@@ -129,6 +140,7 @@ class JetStreamEventStore:
                 several, comma-separated (the ``NATS_URL`` convention), as for a cluster.
             registry: The event registry.
             config: Stream layout and timeouts.
+            chain: How appended events are linked (see the class's ``chain``).
             **connect_options: Passed to :func:`nats.connect` (credentials, TLS, names ...).
 
         Raises:
@@ -141,7 +153,7 @@ class JetStreamEventStore:
             nc = await nats.connect(servers, **connect_options)
         except Exception as error:
             raise StoreUnavailable(f"cannot connect to NATS at {servers!r}: {error!r}") from error
-        store = cls(nc, registry, config, owns_connection=True)
+        store = cls(nc, registry, config, owns_connection=True, chain=chain)
         try:
             await store.start()
         except BaseException:
@@ -151,10 +163,15 @@ class JetStreamEventStore:
 
     @classmethod
     async def open(
-        cls, nc: Client, registry: EventRegistry, *, config: JetStreamConfig | None = None
+        cls,
+        nc: Client,
+        registry: EventRegistry,
+        *,
+        config: JetStreamConfig | None = None,
+        chain: HashChain | None = UNKEYED,
     ) -> Self:
         """Create or verify the stream on an existing connection and return the store."""
-        store = cls(nc, registry, config)
+        store = cls(nc, registry, config, chain=chain)
         await store.start()
         return store
 
@@ -164,7 +181,24 @@ class JetStreamEventStore:
             return
         await provision_stream(self._nc, self._config)
         await self._direct.start()
+        # The JetStream stream deleted, re-created, updated or restored by anyone: what this
+        # store remembers about its streams' tails (versions, sequences, links) may describe
+        # messages that are gone, and a stream written again to the same sequence and version
+        # would pass the append's sequence check, chained from a stale link. Forget it all.
+        self._advisories = await self._nc.subscribe(
+            f"$JS.EVENT.ADVISORY.STREAM.*.{self._config.stream}", cb=self._forget_tails
+        )
         self._started = True
+
+    async def _forget_tails(self, _: Any) -> None:
+        self._appender.tails.clear()
+        self._appender.links.clear()
+        self._firsts.clear()
+        # The same for loads: where appends are, what was decoded, whether the stream can
+        # lose messages (an update may have added a limit: look at its configuration again).
+        self._index.clear()
+        self._decoded.clear()
+        self._append_only_checked = -_APPEND_ONLY_RECHECK
 
     @property
     def registry(self) -> EventRegistry:
@@ -175,6 +209,11 @@ class JetStreamEventStore:
     def config(self) -> JetStreamConfig:
         """The stream layout and timeouts."""
         return self._config
+
+    @property
+    def chain(self) -> HashChain | None:
+        """How this store links the events it appends (``None``: it does not)."""
+        return self._chain
 
     # -- appending ----------------------------------------------------------------------
 
@@ -310,10 +349,7 @@ class JetStreamEventStore:
                     ):
                         yield record
                 elif envelopes:
-                    tail_append = envelopes[-1][0]
-                    self._appender.remember_if_newer(
-                        stream_id, tail_append.last_version, tail_append.sequence
-                    )
+                    self._remember_tail(stream_id, envelopes[-1][0])
                 return
         if position_hint is not None and not use_hints:
             start = sequence_of(position_hint)  # a continuation right after indexed appends
@@ -355,7 +391,18 @@ class JetStreamEventStore:
                 return
             raise StreamNotFound(stream_id)
         if envelope is not None:
-            self._appender.remember_if_newer(stream_id, envelope.last_version, envelope.sequence)
+            self._remember_tail(stream_id, envelope)
+
+    def _remember_tail(self, stream_id: str, envelope: Envelope) -> None:
+        """Note the last append a read returned: the next append needs no read first."""
+        self._appender.remember_if_newer(stream_id, envelope.last_version, envelope.sequence)
+        if self._chain is not None:
+            self._appender.remember_read_link(
+                stream_id,
+                envelope.last_version,
+                envelope.sequence,
+                envelope.body["events"][-1].get("link"),
+            )
 
     def _decode(self, message: StoredMessage) -> tuple[Envelope, list[RecordedEvent[Event]]]:
         """An append and all its events, decoded once per process while its bytes stay the
@@ -626,6 +673,24 @@ class JetStreamEventStore:
             if event_types is None or record.event_type in event_types
         ]
 
+    # -- verifying ----------------------------------------------------------------------
+
+    async def chain_links(
+        self, stream_id: str | None = None
+    ) -> AsyncIterator[StoredLink | ChainReport]:
+        """Every stored event of ``stream_id`` (or of the whole store), raw, in sequence order,
+        as :func:`eventtape.verify` reads it; a message that is not a readable append shows as
+        an ``unreadable`` report of the stream its subject names."""
+        self._check_started()
+        async for item in chain_links(self._direct, self._config, stream_id):
+            yield item
+
+    async def removed_messages(self) -> tuple[tuple[int, int], ...]:
+        """Ranges of message sequences gone from the stream: deleted (the store never deletes;
+        ``deny_delete`` is on by default) or purged from its start."""
+        self._check_started()
+        return await removed_messages(self._direct)
+
     async def stream_version(self, stream_id: str) -> int:
         """Return the stream's version (0 if it has no events): one direct get."""
         self._check_started()
@@ -671,6 +736,9 @@ class JetStreamEventStore:
         self._started = False
         # Closing must not fail because the server is gone: what is lost then is lost anyway.
         with contextlib.suppress(OSError, NatsError):
+            if self._advisories is not None and not self._nc.is_closed:
+                await self._advisories.unsubscribe()
+            self._advisories = None
             await self._direct.close()
         if self._owns_connection and not self._nc.is_closed:
             with contextlib.suppress(OSError, NatsError):

@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 
 from ..._core.errors import StoreUnavailable
 from ..._core.events import Event, RecordedEvent
+from ._batch import intercept, release
 from ._codec import StoredMessage, sequence_of
 from ._config import JetStreamConfig
 from ._direct import DirectGet
@@ -82,6 +83,9 @@ class JetStreamSubscription:
                 self._waker = await self._nc.subscribe(
                     config.wake_subject(self._filter), cb=self._on_append
                 )
+                # A wake-up needs no parsing: taken raw, it costs no header parsing and no
+                # callback task per stored message (the callback stays the fallback).
+                intercept(self._nc, self._waker._id, self._on_raw_append)
             self._wake.clear()
             try:
                 messages, pending = await self._direct.one_batch(
@@ -109,6 +113,9 @@ class JetStreamSubscription:
     async def _on_append(self, msg: Msg) -> None:
         self._wake.set()
 
+    def _on_raw_append(self, subject: bytes, data: bytes, headers: bytes) -> None:
+        self._wake.set()
+
     @property
     def next_position(self) -> int:
         """The position the subscription will yield from next (resume here after a restart)."""
@@ -120,9 +127,11 @@ class JetStreamSubscription:
         self._buffer.clear()
         self._wake.set()
         self._on_close(self)
-        if self._waker is not None and not self._nc.is_closed:
-            with contextlib.suppress(Exception):
-                await self._waker.unsubscribe()
+        if self._waker is not None:
+            release(self._nc, self._waker._id)
+            if not self._nc.is_closed:
+                with contextlib.suppress(Exception):
+                    await self._waker.unsubscribe()
         self._waker = None
 
     async def __aenter__(self) -> Self:
