@@ -432,3 +432,25 @@ async def test_a_malformed_reply_line_is_left_to_nats_py() -> None:
     with pytest.raises(ProtocolError):
         await nc._ps.parse(b"HMSG _INBOX.x.1 7 1x 20\r\n" + b"x" * 30 + b"\r\n")
     assert not pending.messages
+
+
+async def test_a_stream_update_announced_by_the_server_empties_index_and_cache(
+    nats_url: str,
+) -> None:
+    async with fresh_store(nats_url, REGISTRY) as store:
+        await spread(store, "order-a", 4, noise=1)
+        await read(store, "order-a")
+        assert len(store._decoded) > 0
+        assert len(store._index) > 0
+        assert await store._append_only()
+        js = store.nc.jetstream()
+        info = await js.stream_info(store.config.stream)
+        info.config.description = "edited by an operator"
+        await js.update_stream(info.config)
+        for _ in range(100):
+            if not len(store._decoded):
+                break
+            await asyncio.sleep(0.02)
+        assert len(store._decoded) == 0
+        assert len(store._index) == 0
+        assert store._append_only_checked < 0  # the configuration is read again next time
