@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import random
 from array import array
 from pathlib import Path
@@ -454,3 +455,37 @@ async def test_a_stream_update_announced_by_the_server_empties_index_and_cache(
         assert len(store._decoded) == 0
         assert len(store._index) == 0
         assert store._append_only_checked < 0  # the configuration is read again next time
+
+
+def test_the_decoded_cache_is_bounded_and_checks_the_bytes() -> None:
+    from eventtape.stores.jetstream._codec import StoredMessage, decode_envelope
+    from eventtape.stores.jetstream._readcache import DecodedCache
+
+    cache = DecodedCache(REGISTRY, max_events=10)
+
+    def message(sequence: int, events: int, reason: str = "r") -> StoredMessage:
+        stored_events = [
+            {
+                "id": f"00000000-0000-4000-8000-{n:012d}",
+                "type": "OrderCancelled",
+                "schema": 1,
+                "data": {"reason": reason},
+            }
+            for n in range(events)
+        ]
+        body = json.dumps({"stream": "order-1", "version": 1, "events": stored_events}).encode()
+        return StoredMessage.raw(sequence, "p.order.order-1", "2026-11-25T00:00:00Z", b"", body)
+
+    for sequence in range(1, 8):
+        stored = message(sequence, 3)
+        envelope = decode_envelope(stored, "p.")
+        cache.put(stored, envelope, envelope.records(REGISTRY))
+        assert cache._events <= 10
+    assert len(cache) == 3  # three appends of three events fit in ten
+    assert cache.get(message(7, 3)) is not None
+    assert cache.get(message(7, 3, reason="other")) is None  # other bytes, same sequence
+    assert cache.get(message(1, 3)) is None  # evicted
+    big = message(99, 11)
+    envelope = decode_envelope(big, "p.")
+    cache.put(big, envelope, envelope.records(REGISTRY))  # larger than the whole cache
+    assert cache.get(big) is None
