@@ -236,3 +236,45 @@ def test_dcb_events_are_on_the_same_log_for_every_reader(
     args = ["--url", nats_url, "--stream", name, "--subject-prefix", config.subject_prefix]
     assert main([*args, "history", f"dcb-{event_id}"]) == 0
     assert "eventtape.contract.NoteAdded" in capsys.readouterr().out
+
+
+def test_a_stream_re_created_elsewhere_is_indexed_again(nats_url: str) -> None:
+    """Another process deletes and re-creates the JetStream stream, and writes to it again:
+    this store's tag index must not go on believing it has seen those sequences (a condition
+    would then pass over events it never looked at)."""
+    from eventtape import AppendCondition, Query
+    from eventtape.stores.jetstream import JetStreamConfig
+
+    async def main() -> None:
+        registry = contract_registry()
+        name = f"D{uuid4().hex[:10]}"
+        config = JetStreamConfig(stream=name, subject_prefix=f"d.{name}")
+        tag = f"coupon:{uuid4().hex}"
+        query = Query.of(tags=[tag])
+        async with (
+            await JetStreamEventStore.connect(nats_url, registry, config=config) as store,
+            await JetStreamEventStore.connect(nats_url, registry, config=config) as other,
+        ):
+            for n in range(5):  # the index learns sequences 1..5
+                await store.dcb_append([tagged(ContractValueSet(value=n), f"other:{n}")])
+            assert (await store.dcb_read(query)).events == ()
+            await other.nc.jetstream().delete_stream(name)
+            await asyncio.sleep(0.2)
+            again = await JetStreamEventStore.connect(nats_url, registry, config=config)
+            try:
+                for n in range(3):  # sequences 1..3 of the new stream, the last one tagged
+                    tags = (tag,) if n == 2 else (f"x:{n}",)
+                    await again.dcb_append([tagged(ContractValueSet(value=n), *tags)])
+            finally:
+                await again.aclose()
+            await asyncio.sleep(0.2)  # the server's advisory reaches the first store
+            found = await store.dcb_read(query)
+            assert [event.event.value for event in found.events] == [2]  # type: ignore[attr-defined]
+            with pytest.raises(AppendConditionFailed):
+                await store.dcb_append(
+                    [tagged(ContractValueSet(value=9), tag)],
+                    condition=AppendCondition(query, after=0),
+                )
+            await store.nc.jetstream().delete_stream(name)
+
+    asyncio.run(main())

@@ -90,6 +90,13 @@ class DcbJetStream:
         self._index = TagIndex()
         self._append_lock = asyncio.Lock()
 
+    def reset(self) -> None:
+        """Forget the tag index (the JetStream stream was deleted, re-created or restored):
+        the next read or conditional append builds it again from the log. Without this, an
+        index that had seen sequences 1..N of the old stream would skip them in the new one,
+        and a condition would pass over events it never looked at."""
+        self._index = TagIndex()
+
     # -- reading -------------------------------------------------------------------------
 
     def _tagged_records(self, message: StoredMessage) -> list[SequencedEvent]:

@@ -199,6 +199,7 @@ class JetStreamEventStore:
         self._index.clear()
         self._decoded.clear()
         self._append_only_checked = -_APPEND_ONLY_RECHECK
+        self._dcb.reset()  # the DCB tag index too: it records which sequences it has read
 
     @property
     def registry(self) -> EventRegistry:
