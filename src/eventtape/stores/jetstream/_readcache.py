@@ -25,6 +25,11 @@ from ._codec import Envelope, StoredMessage
 
 __all__ = ["DecodedCache", "SequenceIndex"]
 
+# Body bytes the decoded cache may hold per event of its bound. The bound counts events, but
+# one event may be a megabyte (up to the server's max_payload): without a byte budget as well,
+# the default 10,000 events could pin gigabytes. Appends larger than the budget are not kept.
+BYTES_PER_EVENT = 4096
+
 
 class DecodedCache:
     """Decoded appends by message sequence, at most ``max_events`` events in all (LRU).
@@ -35,7 +40,7 @@ class DecodedCache:
         max_events: The bound; 0 turns the cache off.
     """
 
-    __slots__ = ("_entries", "_events", "_fingerprint", "_registry", "max_events")
+    __slots__ = ("_bytes", "_entries", "_events", "_fingerprint", "_registry", "max_events")
 
     def __init__(self, registry: EventRegistry, max_events: int) -> None:
         self._registry = registry
@@ -44,6 +49,7 @@ class DecodedCache:
             int, tuple[bytes, str | None, str, Envelope, list[RecordedEvent[Event]]]
         ] = collections.OrderedDict()
         self._events = 0
+        self._bytes = 0  # body bytes held, bounded by max_events * BYTES_PER_EVENT
         self._fingerprint = self._registry_state()
 
     def _registry_state(self) -> tuple[int, int]:
@@ -73,6 +79,7 @@ class DecodedCache:
         """Forget everything (the stream was deleted, re-created, updated or restored)."""
         self._entries.clear()
         self._events = 0
+        self._bytes = 0
 
     def check_registry(self) -> None:
         """Empty the cache if the registry gained types or upcasters since it was filled."""
@@ -80,18 +87,21 @@ class DecodedCache:
         if state != self._fingerprint:
             self._entries.clear()
             self._events = 0
+            self._bytes = 0
             self._fingerprint = state
 
     def put(
         self, message: StoredMessage, envelope: Envelope, records: list[RecordedEvent[Event]]
     ) -> None:
         """Remember every decoded event of one append (``records`` holds all of them)."""
-        if len(records) > self.max_events:
+        budget = self.max_events * BYTES_PER_EVENT
+        if len(records) > self.max_events or len(message.data) > budget:
             return
         entries = self._entries
         previous = entries.pop(message.sequence, None)
         if previous is not None:
             self._events -= len(previous[4])
+            self._bytes -= len(previous[0])
         entries[message.sequence] = (
             message.data,
             message.timestamp,
@@ -100,9 +110,11 @@ class DecodedCache:
             records,
         )
         self._events += len(records)
-        while self._events > self.max_events:
+        self._bytes += len(message.data)
+        while self._events > self.max_events or self._bytes > budget:
             _, evicted = entries.popitem(last=False)
             self._events -= len(evicted[4])
+            self._bytes -= len(evicted[0])
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -1,0 +1,492 @@
+"""The JetStream read path (sequence index, decoded cache, parser shortcut) attacked as a
+hostile user would: other processes writing behind a warm cache, random ranges, registry
+changes, crypto-shredding, restarts, foreign traffic on the same connection, odd payloads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import random
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import nats
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eventtape import (
+    ConcurrencyError,
+    Event,
+    EventRegistry,
+    EventtapeError,
+    NewEvent,
+    StoreUnavailable,
+    UpcastError,
+)
+from eventtape.privacy import FORGOTTEN, InMemoryKeyStore, Personal, PrivateEventStore
+from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
+from tests.domain import REGISTRY, OrderCancelled
+from tests.servers import NatsServer
+from tests.test_contract_jetstream import fresh_store
+
+
+def cancelled(n: int, tag: str) -> list[NewEvent[OrderCancelled]]:
+    return [NewEvent(OrderCancelled(reason=f"{tag}-{i}")) for i in range(n)]
+
+
+async def read(store: Any, stream_id: str, **kwargs: Any) -> list[Any]:
+    return [
+        (r.version, r.position, r.event_id, r.recorded_at, r.event)
+        async for r in store.read_stream(stream_id, **kwargs)
+    ]
+
+
+async def reasons(store: Any, stream_id: str) -> list[str]:
+    return [r.event.reason async for r in store.read_stream(stream_id)]
+
+
+@contextlib.asynccontextmanager
+async def twin(store: JetStreamEventStore, **settings: Any) -> AsyncIterator[JetStreamEventStore]:
+    """Another store on the same JetStream stream, on its own connection (another process as
+    far as the server can tell)."""
+    config = dataclasses.replace(store.config, **settings)
+    other = await JetStreamEventStore.connect(
+        f"nats://127.0.0.1:{store.nc.connected_url.port}",  # type: ignore[union-attr]
+        store.registry,
+        config=config,
+    )
+    try:
+        yield other
+    finally:
+        await other.aclose()
+
+
+# -- 1. two writers, one warm cache ------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_two_stores_interleaved_never_read_a_stale_history(nats_url: str, seed: int) -> None:
+    """A and B (separate connections) load, append with the loaded version, append with an
+    older one, and DCB-append noise, in a random order over several streams: every load equals
+    the true history, every append with the loaded version succeeds, every stale one fails."""
+    rng = random.Random(seed)
+    async with (
+        fresh_store(nats_url, REGISTRY, read_batch=3) as a,
+        twin(a) as b,
+        twin(a, read_cache_events=0, sequence_index_size=0) as plain,
+    ):
+        stores = [a, b]
+        truth: dict[str, list[str]] = {f"order-x{seed}{n}": [] for n in range(3)}
+        for step in range(70):
+            store = rng.choice(stores)
+            stream_id = rng.choice(list(truth))
+            action = rng.random()
+            if action < 0.15:
+                await store.dcb_append([OrderCancelled(reason=f"dcb-{step}")])
+                continue
+            loaded = await reasons(store, stream_id) if truth[stream_id] else []
+            assert loaded == truth[stream_id], (step, stream_id)
+            version = len(loaded)
+            if version and action < 0.35:
+                with pytest.raises(ConcurrencyError):
+                    await store.append(
+                        stream_id,
+                        cancelled(1, f"stale{step}"),
+                        expected_version=rng.randrange(version),
+                    )
+                continue
+            events = cancelled(rng.randint(1, 4), f"s{step}")
+            await store.append(stream_id, events, expected_version=version)
+            truth[stream_id] += [e.event.reason for e in events]
+        for stream_id, history in truth.items():
+            if history:
+                for store in (a, b):
+                    assert await read(store, stream_id) == await read(plain, stream_id)
+                    assert await reasons(store, stream_id) == history
+
+
+async def test_concurrent_loads_and_appends_of_two_stores_stay_consistent(nats_url: str) -> None:
+    """The same as above, but A's and B's command loops run at the same time (load, append
+    with the loaded version, retry on ConcurrencyError): no append is lost or doubled."""
+    async with fresh_store(nats_url, REGISTRY, read_batch=2) as a, twin(a) as b:
+        stream_id = "order-race"
+        await a.append(stream_id, cancelled(1, "seed"), expected_version=0)
+
+        async def loop(store: JetStreamEventStore, name: str) -> int:
+            done = conflicts = 0
+            while done < 15:
+                loaded = await reasons(store, stream_id)
+                try:
+                    await store.append(
+                        stream_id,
+                        cancelled(1 + done % 3, f"{name}{done}"),
+                        expected_version=len(loaded),
+                    )
+                    done += 1
+                except ConcurrencyError:
+                    conflicts += 1
+            return conflicts
+
+        await asyncio.gather(loop(a, "a"), loop(b, "b"))
+        expected = await reasons(a, stream_id)
+        assert len(expected) == 1 + 2 * sum(1 + n % 3 for n in range(15))
+        assert await reasons(b, stream_id) == expected
+        for name in "ab":
+            mine = [r for r in expected if r.startswith(name)]
+            assert mine == [f"{name}{n}-{i}" for n in range(15) for i in range(1 + n % 3)]
+
+
+_WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from eventtape import NewEvent
+    from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
+    from tests.domain import REGISTRY, OrderCancelled
+
+    async def main(url, stream, prefix, stream_id, count):
+        config = JetStreamConfig(stream=stream, subject_prefix=prefix)
+        store = await JetStreamEventStore.connect(url, REGISTRY, config=config)
+        version = await store.stream_version(stream_id)
+        events = [NewEvent(OrderCancelled(reason=f"proc-{version + i}")) for i in range(count)]
+        await store.append(stream_id, events, expected_version=version)
+        await store.aclose()
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])))
+    """
+)
+
+
+async def test_another_process_appending_behind_a_warm_cache(nats_url: str) -> None:
+    """A real second process appends between A's loads: A sees its events, appends with the
+    loaded version, and an older version is a ConcurrencyError."""
+    async with fresh_store(nats_url, REGISTRY) as a:
+        stream_id = "order-proc"
+        await a.append(stream_id, cancelled(2, "a0"), expected_version=0)
+        history = await reasons(a, stream_id)
+        for round_ in range(3):
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                _WRITER,
+                nats_url,
+                a.config.stream,
+                a.config.subject_prefix,
+                stream_id,
+                str(round_ + 1),
+                cwd=Path(__file__).parent.parent,
+            )
+            assert await process.wait() == 0
+            version = len(history)
+            history += [f"proc-{version + i}" for i in range(round_ + 1)]
+            assert await reasons(a, stream_id) == history  # never the cached, shorter one
+            with pytest.raises(ConcurrencyError):
+                await a.append(stream_id, cancelled(1, "old"), expected_version=version)
+            await a.append(stream_id, cancelled(2, f"a{round_}"), expected_version=len(history))
+            history += [f"a{round_}-0", f"a{round_}-1"]
+            assert await reasons(a, stream_id) == history
+
+
+# -- 2. ranges on cached streams equal the plain path ------------------------------------
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    plan=st.lists(
+        st.tuples(st.integers(0, 3), st.integers(1, 4), st.booleans()), min_size=1, max_size=20
+    ),
+    ranges=st.lists(
+        st.tuples(
+            st.integers(1, 45),
+            st.none() | st.integers(0, 45),
+            st.none() | st.integers(0, 12),
+            st.none() | st.builds(lambda s, i: s * 1000 + i, st.integers(0, 80), st.integers(0, 3)),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+)
+async def test_ranges_on_warm_streams_equal_the_plain_path(
+    nats_url: str,
+    plan: list[tuple[int, int, bool]],
+    ranges: list[tuple[int, int | None, int | None, int | None]],
+) -> None:
+    """Appends by the cached store or by a second writer (so the index has gaps), then
+    reads with from/to/limit/position_hint (any position, even another stream's or past the
+    end), each twice (cold and warm): always what the plain path reads without a hint."""
+    async with (
+        fresh_store(nats_url, REGISTRY, read_batch=3) as store,
+        twin(store, read_cache_events=0, sequence_index_size=0) as plain,
+    ):
+        versions = [0, 0, 0, 0]
+        for which, count, by_other in plan:
+            writer = plain if by_other or which == 3 else store
+            stream_id = f"order-r{which}"
+            await writer.append(stream_id, cancelled(count, "r"), expected_version=versions[which])
+            versions[which] += count
+        for which in range(3):
+            stream_id = f"order-r{which}"
+            if not versions[which]:
+                continue
+            await read(store, stream_id)  # warm
+            for from_version, to_version, limit, hint in ranges:
+                expected = await read(
+                    plain, stream_id, from_version=from_version, to_version=to_version, limit=limit
+                )
+                for _ in range(2):
+                    assert (
+                        await read(
+                            store,
+                            stream_id,
+                            from_version=from_version,
+                            to_version=to_version,
+                            limit=limit,
+                            position_hint=hint or None,
+                        )
+                        == expected
+                    ), (stream_id, from_version, to_version, limit, hint)
+
+
+# -- 3. registry changes and crypto-shredding while the cache is warm --------------------
+
+
+class NoteV1(Event):
+    __event_type__ = "HostileNote"
+    text: str
+
+
+class NoteV2(Event):
+    __event_type__ = "HostileNote"
+    __event_version__ = 2
+    text: str
+    mood: str
+
+
+class LateNote(Event):
+    __event_type__ = "HostileLate"
+    text: str
+
+
+async def test_an_upcaster_or_type_registered_while_the_cache_is_warm(nats_url: str) -> None:
+    """The reader caches a stream's first appends; a version-1 note it cannot upcast yet and
+    a type it does not know follow: each fails with our error (nothing half-read is kept),
+    then reads whole, upcast, once registered; cached appends are never re-served stale."""
+    writer_registry = EventRegistry([OrderCancelled, NoteV1, LateNote])
+    reader_registry = EventRegistry([OrderCancelled, NoteV2])
+    async with fresh_store(nats_url, writer_registry) as writer:
+        reader = await JetStreamEventStore.connect(
+            f"nats://127.0.0.1:{writer.nc.connected_url.port}",  # type: ignore[union-attr]
+            reader_registry,
+            config=writer.config,
+        )
+        try:
+            await writer.append("note-1", cancelled(2, "c"))
+            assert await reasons(reader, "note-1") == ["c-0", "c-1"]
+            assert len(reader._decoded) == 1  # warm
+            await writer.append("note-1", [NoteV1(text="a")], expected_version=2)
+            for _ in range(2):
+                with pytest.raises(UpcastError):
+                    await read(reader, "note-1")
+
+            @reader_registry.upcaster("HostileNote", from_version=1)
+            def _mood(data: dict[str, Any]) -> dict[str, Any]:
+                return {**data, "mood": "upcast"}
+
+            got = [r.event async for r in reader.read_stream("note-1")]
+            assert got[2:] == [NoteV2(text="a", mood="upcast")]
+            await writer.append("note-1", [LateNote(text="late")], expected_version=3)
+            with pytest.raises(EventtapeError):
+                await read(reader, "note-1")
+            reader_registry.register(LateNote)
+            got = [r.event async for r in reader.read_stream("note-1")]
+            assert [type(e) for e in got] == [OrderCancelled, OrderCancelled, NoteV2, LateNote]
+            assert got == [r.event async for r in reader.read_stream("note-1", from_version=1)]
+        finally:
+            await reader.aclose()
+
+
+class Registered(Event):
+    __data_subject__ = "customer:{customer_id}"
+    customer_id: str
+    name: Annotated[str, Personal]
+
+
+async def test_a_forgotten_subject_never_loads_from_cached_plaintext(nats_url: str) -> None:
+    """PrivateEventStore over JetStream: the decoded cache holds what the store holds
+    (ciphertext); after forget, warm loads show FORGOTTEN, never the name."""
+    registry = EventRegistry([Registered])
+    async with fresh_store(nats_url, registry) as inner:
+        private = PrivateEventStore(inner, InMemoryKeyStore())
+        await private.append("customer-7", [Registered(customer_id="7", name="Alice")])
+        for _ in range(2):  # cold, then warm
+            assert [r.event.name async for r in private.read_stream("customer-7")] == ["Alice"]
+        cached = [r.event.name async for r in inner.read_stream("customer-7")]
+        assert cached != ["Alice"]  # the cache (and the inner store) only ever saw ciphertext
+        await private.forget("customer:7")
+        for _ in range(2):
+            assert [r.event.name async for r in private.read_stream("customer-7")] == [FORGOTTEN]
+        assert [r.event.name async for r in inner.read_stream("customer-7")] == cached
+
+
+# -- 4. the parser shortcut among other traffic, odd payloads, restarts ------------------
+
+
+async def test_other_subscriptions_on_the_same_connection_during_batched_loads(
+    nats_url: str,
+) -> None:
+    """A callback subscription on the store's own connection gets a flood of messages with
+    and without headers (CRLF and fake protocol lines in them) while loads run: it receives
+    every one intact and in order, and every load equals the plain path."""
+    async with (
+        fresh_store(nats_url, REGISTRY, read_batch=5) as store,
+        twin(store, read_cache_events=0, sequence_index_size=0) as plain,
+    ):
+        nasty = "x\r\nHMSG fake 1 2 3\r\n\r\nPING\r\nMSG a 1 1\r\n"
+        for n in range(30):
+            await store.append(
+                f"order-n{n % 3}", [NewEvent(OrderCancelled(reason=f"{nasty}{n}"))] * 1
+            )
+        got: list[tuple[bytes, dict[str, str] | None]] = []
+
+        async def callback(msg: Any) -> None:
+            got.append((msg.data, msg.headers))
+
+        sent: list[tuple[bytes, dict[str, str] | None]] = []
+        subscription = await store.nc.subscribe("hostile.other", cb=callback)
+        publisher = await nats.connect(nats_url)
+        try:
+
+            async def flood() -> None:
+                for n in range(400):
+                    data = f"{nasty}{n}".encode() * (1 + n % 7)
+                    headers = {"Nats-Sequence": "1", "K": f"{n}"} if n % 2 else None
+                    sent.append((data, headers))
+                    await publisher.publish("hostile.other", data, headers=headers)
+                    if n % 50 == 0:
+                        await publisher.flush()
+
+            async def loads() -> None:
+                for n in range(40):
+                    stream_id = f"order-n{n % 3}"
+                    assert await read(store, stream_id) == await read(plain, stream_id)
+
+            await asyncio.gather(flood(), loads())
+            await publisher.flush()
+            for _ in range(200):
+                if len(got) == len(sent):
+                    break
+                await asyncio.sleep(0.02)
+            assert got == sent
+        finally:
+            await publisher.close()
+            await subscription.unsubscribe()
+
+
+async def test_appends_near_max_payload_load_whole_and_the_cache_bound_counts_bytes(
+    nats_url: str,
+) -> None:
+    """Appends close to the server's max_payload (1 MB), more of them than one batch's
+    byte limit takes: loads return every event, byte for byte, cold and warm. The decoded
+    cache does not keep megabytes per event: its bound holds in bytes too."""
+    async with (
+        fresh_store(nats_url, REGISTRY, read_cache_events=100) as store,
+        twin(store, read_cache_events=0, sequence_index_size=0) as plain,
+    ):
+        limit = store.nc.max_payload
+        big = "\r\n" + "y" * (limit - 4096)
+        for n in range(10):
+            await store.append("order-big", [OrderCancelled(reason=f"{n}{big}")])
+        expected = await read(plain, "order-big")
+        assert [e[4].reason for e in expected] == [f"{n}{big}" for n in range(10)]
+        for _ in range(2):
+            assert await read(store, "order-big") == expected
+        held = sum(len(entry[0]) for entry in store._decoded._entries.values())
+        assert held <= 100 * 4096  # not 10 MB for 10 events
+
+
+async def test_many_streams_keep_the_cache_and_index_within_their_bounds(nats_url: str) -> None:
+    async with (
+        fresh_store(nats_url, REGISTRY, read_cache_events=50, sequence_index_size=40) as store,
+        twin(store, read_cache_events=0, sequence_index_size=0) as plain,
+    ):
+        for n in range(120):
+            await store.append(f"order-m{n}", cancelled(1 + n % 3, "m"))
+        for n in range(120):
+            stream_id = f"order-m{n}"
+            assert await read(store, stream_id) == await read(plain, stream_id)
+            cache = store._decoded
+            assert cache._events <= 50
+            assert sum(len(entry[4]) for entry in cache._entries.values()) == cache._events
+            assert sum(len(entry[0]) for entry in cache._entries.values()) == cache._bytes
+            assert len(store._index) <= 40
+        for n in range(0, 120, 7):  # early streams, long evicted, still load right
+            stream_id = f"order-m{n}"
+            assert await read(store, stream_id) == await read(plain, stream_id)
+
+
+async def test_loads_in_flight_across_a_server_kill_and_restart(tmp_path: Path) -> None:
+    """Loads keep running while the server is killed and restarted: each either returns the
+    true history or fails with our StoreUnavailable (never a driver error, never a stale or
+    mixed history), and after the restart loads are right again."""
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    connect = {"reconnect_time_wait": 0.1, "max_reconnect_attempts": -1}
+    config = JetStreamConfig(stream="HKILL", subject_prefix="hk", request_timeout=1.0)
+    try:
+        store = await JetStreamEventStore.connect(server.url, REGISTRY, config=config, **connect)
+        try:
+            truth: dict[str, list[str]] = {}
+            for n in range(4):
+                stream_id = f"order-k{n}"
+                await store.append(stream_id, cancelled(3 + n, f"k{n}"), expected_version=0)
+                truth[stream_id] = [f"k{n}-{i}" for i in range(3 + n)]
+            stop = asyncio.Event()
+            failures: list[BaseException] = []
+            unavailable: list[str] = []
+            successes = 0
+
+            async def loader(stream_id: str) -> None:
+                nonlocal successes
+                while not stop.is_set():
+                    try:
+                        assert await reasons(store, stream_id) == truth[stream_id]
+                        successes += 1
+                    except StoreUnavailable as error:
+                        unavailable.append(repr(error))
+                        await asyncio.sleep(0.05)
+                    except BaseException as error:
+                        failures.append(error)
+                        return
+
+            tasks = [asyncio.create_task(loader(s)) for s in truth]
+            await asyncio.sleep(0.3)
+            server.kill()
+            await asyncio.sleep(0.3)
+            server.start()
+            for _ in range(100):
+                if store.nc.is_connected:
+                    break
+                await asyncio.sleep(0.05)
+            before = successes
+            for _ in range(200):  # JetStream recovers the stream from disk first
+                if successes > before + 8:
+                    break
+                await asyncio.sleep(0.05)
+            stop.set()
+            await asyncio.gather(*tasks)
+            assert failures == []
+            assert successes > before, unavailable[-3:]  # loads work again after the restart
+            for stream_id, history in truth.items():
+                assert await reasons(store, stream_id) == history
+        finally:
+            await store.aclose()
+    finally:
+        server.stop()
