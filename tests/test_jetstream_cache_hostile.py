@@ -490,3 +490,113 @@ async def test_loads_in_flight_across_a_server_kill_and_restart(tmp_path: Path) 
             await store.aclose()
     finally:
         server.stop()
+
+
+async def test_a_foreign_responder_answering_direct_gets_without_headers(nats_url: str) -> None:
+    """Someone else answers the stream's direct-get API (a misconfigured service, a hostile
+    client) with plain messages, no header block: loads fail with our StoreUnavailable or
+    return the true history, and the connection keeps working."""
+    async with (
+        fresh_store(nats_url, REGISTRY, read_batch=2) as store,
+        twin(store, read_cache_events=0, sequence_index_size=0) as plain,
+    ):
+        for n in range(6):
+            await store.append("order-f", cancelled(1 + n % 2, f"f{n}"))
+        expected = await read(plain, "order-f")
+        rogue = await nats.connect(nats_url)
+        try:
+
+            async def answer(msg: Any) -> None:
+                await rogue.publish(msg.reply, b"not a stored message")
+
+            await rogue.subscribe(f"$JS.API.DIRECT.GET.{store.config.stream}", cb=answer)
+            await rogue.subscribe(f"$JS.API.DIRECT.GET.{store.config.stream}.>", cb=answer)
+            await rogue.flush()
+            for _ in range(10):
+                with contextlib.suppress(StoreUnavailable):
+                    assert await read(store, "order-f") == expected
+                assert store.nc.is_connected
+        finally:
+            await rogue.close()
+        assert await read(store, "order-f") == expected
+        assert store.nc.is_connected
+
+
+async def raw_rogue(url: str, subject: str, block: bytes | None, data: bytes) -> Any:
+    """A raw-protocol client answering every request on ``subject`` with ``block`` (a header
+    block, sent as is: inline statuses included, which nats-py cannot publish) and ``data``,
+    or a plain message without headers (``block`` None). Returns its task; cancel it."""
+    host, port = url.removeprefix("nats://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    await reader.readline()  # INFO
+    writer.write(
+        b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"protocol":1}\r\n'
+        b"SUB %s 1\r\nSUB %s.> 2\r\nPING\r\n" % (subject.encode(), subject.encode())
+    )
+    await reader.readuntil(b"PONG\r\n")
+
+    async def serve() -> None:
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                if line.startswith(b"PING"):
+                    writer.write(b"PONG\r\n")
+                    continue
+                if not line.startswith(b"MSG "):
+                    continue
+                fields = line.split()
+                await reader.readexactly(int(fields[-1]) + 2)
+                reply = fields[3]
+                if block is None:
+                    writer.write(b"PUB %s %d\r\n%s\r\n" % (reply, len(data), data))
+                else:
+                    writer.write(
+                        b"HPUB %s %d %d\r\n%s%s\r\n"
+                        % (reply, len(block), len(block) + len(data), block, data)
+                    )
+                await writer.drain()
+        finally:
+            writer.close()
+
+    return asyncio.create_task(serve())
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        (None, b"plain, no header block"),
+        (b"NATS/1.0 204 EOB\r\nNats-Num-Pending: many\r\n\r\n", b""),
+        (b"NATS/1.0 204\r\n\r\n", b""),
+        (b"NATS/1.0 204 EOB\r\nNats-Num-Pending: -\r\n\r\n", b""),
+        (b"NATS/1.0\r\nNats-Sequence: 1\r\n\r\n", b"x"),
+        (b"NATS/1.0\r\nNats-Subject: t.x\r\nNats-Sequence: one\r\n\r\n", b"x"),
+        (b"NATS/1.0 503 No Responders\r\n\r\n", b""),
+        (b"NATS/1.0 \r\n\r\n", b""),
+        (b"NATS/1.0\r\n\xff\xfe\r\n\r\n", b"\xff"),
+    ],
+)
+async def test_malformed_direct_get_replies_fail_the_read_not_the_connection(
+    nats_url: str, reply: tuple[bytes | None, bytes]
+) -> None:
+    """Whatever answers the direct-get API (here a rogue responder, deterministically first)
+    with a malformed reply: the read fails with StoreUnavailable, and the connection still
+    reads afterwards (an exception escaping into nats-py's read loop stops it for good)."""
+    block, data = reply
+    async with fresh_store(nats_url, REGISTRY, request_timeout=0.5) as store:
+        await store.append("order-m", cancelled(3, "m"))
+        expected = await read(store, "order-m")
+        rogue = await raw_rogue(nats_url, "rogue.direct", block, data)
+        real_api = store._direct._api
+        try:
+            store._direct._api = "rogue.direct"
+            store._decoded.clear()
+            store._index.clear()
+            with pytest.raises(StoreUnavailable):
+                await read(store, "order-m")
+        finally:
+            store._direct._api = real_api
+            rogue.cancel()
+        assert await read(store, "order-m") == expected
+        assert await store.stream_version("order-m") == 3
