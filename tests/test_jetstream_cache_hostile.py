@@ -600,3 +600,29 @@ async def test_malformed_direct_get_replies_fail_the_read_not_the_connection(
             rogue.cancel()
         assert await read(store, "order-m") == expected
         assert await store.stream_version("order-m") == 3
+
+
+class Tagged(Event):
+    __event_type__ = "HostileTagged"
+    tags: list[str]
+    extra: dict[str, int]
+
+
+async def test_a_caller_mutating_a_loaded_event_does_not_change_the_next_load(
+    nats_url: str,
+) -> None:
+    """Events are frozen, but a list or dict field can still be mutated in place (an
+    aggregate appending to the list it was given): the next load must return what is stored,
+    not what an earlier caller did to its copy."""
+    registry = EventRegistry([Tagged, OrderCancelled])
+    async with fresh_store(nats_url, registry) as store:
+        await store.append("tagged-1", [Tagged(tags=["a"], extra={"n": 1})])
+        first = [r.event async for r in store.read_stream("tagged-1")]
+        first[0].tags.append("mutated")
+        first[0].extra["n"] = 99
+        again = [r.event async for r in store.read_stream("tagged-1")]
+        assert again == [Tagged(tags=["a"], extra={"n": 1})]
+        assert len(store._decoded) == 0  # such appends are decoded afresh every time
+        await store.append("order-frozen", cancelled(2, "f"))  # deeply immutable: cached
+        await reasons(store, "order-frozen")
+        assert len(store._decoded) == 1

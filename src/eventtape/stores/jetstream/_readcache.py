@@ -17,7 +17,14 @@ from __future__ import annotations
 
 import bisect
 import collections
+import datetime
+import decimal
+import enum
+import uuid
 from array import array
+from typing import Any
+
+from pydantic import BaseModel
 
 from ..._core.events import Event, RecordedEvent
 from ..._core.registry import EventRegistry
@@ -29,6 +36,35 @@ __all__ = ["DecodedCache", "SequenceIndex"]
 # one event may be a megabyte (up to the server's max_payload): without a byte budget as well,
 # the default 10,000 events could pin gigabytes. Appends larger than the budget are not kept.
 BYTES_PER_EVENT = 4096
+
+
+# Values a caller cannot change in place, so one decoded event may be handed to every load.
+_ATOMS = (
+    str,
+    int,
+    float,
+    bytes,
+    type(None),
+    decimal.Decimal,
+    uuid.UUID,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    enum.Enum,
+)
+
+
+def _immutable(value: Any) -> bool:
+    """Whether ``value`` is deeply immutable (frozen models, tuples and frozensets of atoms)."""
+    if isinstance(value, _ATOMS):
+        return True
+    if isinstance(value, tuple | frozenset):
+        return all(_immutable(item) for item in value)
+    if isinstance(value, BaseModel):
+        return bool(value.model_config.get("frozen")) and all(
+            _immutable(item) for item in value.__dict__.values()
+        )
+    return False
 
 
 class DecodedCache:
@@ -96,6 +132,11 @@ class DecodedCache:
         """Remember every decoded event of one append (``records`` holds all of them)."""
         budget = self.max_events * BYTES_PER_EVENT
         if len(records) > self.max_events or len(message.data) > budget:
+            return
+        # An event with a list, dict or set inside (frozen events still allow them) could be
+        # changed in place by one caller and the next load would return the change: such
+        # appends are decoded afresh on every read instead.
+        if not all(_immutable(record.event) for record in records):
             return
         entries = self._entries
         previous = entries.pop(message.sequence, None)
