@@ -626,3 +626,64 @@ async def test_a_caller_mutating_a_loaded_event_does_not_change_the_next_load(
         await store.append("order-frozen", cancelled(2, "f"))  # deeply immutable: cached
         await reasons(store, "order-frozen")
         assert len(store._decoded) == 1
+
+
+async def test_loads_cancelled_mid_flight_leave_nothing_wrong_behind(nats_url: str) -> None:
+    """Loads given up on at every point (a caller's timeout), with appends far apart (runs
+    longer than one batched get spans) by this store and another: the next loads are whole."""
+    async with (
+        fresh_store(nats_url, REGISTRY, read_batch=2) as store,
+        twin(store) as other,
+        twin(store, read_cache_events=0, sequence_index_size=0) as plain,
+    ):
+        rng = random.Random(7)
+        version = 0
+        for n in range(12):
+            writer = store if n % 3 else other
+            await writer.append("order-c", cancelled(1 + n % 3, f"c{n}"), expected_version=version)
+            version += 1 + n % 3
+            for m in range(rng.randint(0, 80)):  # another stream's messages between
+                await other.append(f"order-noise{m % 5}", cancelled(1, "z"))
+        expected = await read(plain, "order-c")
+        for n in range(60):
+            loop = asyncio.get_running_loop()
+            task = asyncio.ensure_future(read(store, "order-c"))
+            for _ in range(n % 6):
+                await asyncio.sleep(0)
+            loop.call_soon(task.cancel)
+            with contextlib.suppress(asyncio.CancelledError):
+                got = await task
+                assert got == expected
+            if n % 10 == 0:
+                assert await read(store, "order-c") == expected
+        assert await read(store, "order-c") == expected
+        assert store._direct._batches == {}  # no reply slot leaked by the cancelled loads
+
+
+async def test_one_store_many_tasks_loading_and_appending_at_once(nats_url: str) -> None:
+    """Sixteen command loops in one store over four streams, each load checked against the
+    appends acknowledged so far (a load may show later ones, never miss or reorder one)."""
+    async with fresh_store(nats_url, REGISTRY, read_batch=3) as store:
+        acknowledged: dict[str, list[str]] = {f"order-t{n}": [] for n in range(4)}
+
+        async def loop(worker: int) -> None:
+            rng = random.Random(worker)
+            for step in range(12):
+                stream_id = f"order-t{rng.randrange(4)}"
+                before = list(acknowledged[stream_id])
+                loaded = await reasons(store, stream_id) if before else []
+                assert loaded[: len(before)] == before
+                events = cancelled(rng.randint(1, 3), f"w{worker}s{step}")
+                try:
+                    await store.append(stream_id, events, expected_version=len(loaded))
+                except ConcurrencyError:
+                    continue
+                done = acknowledged[stream_id]
+                if done == loaded:  # acknowledged in order of versions
+                    done += [e.event.reason for e in events]
+
+        await asyncio.gather(*(loop(w) for w in range(16)))
+        async with twin(store, read_cache_events=0, sequence_index_size=0) as plain:
+            for stream_id in acknowledged:
+                if acknowledged[stream_id]:
+                    assert await read(store, stream_id) == await read(plain, stream_id)
