@@ -24,6 +24,7 @@ from eventtape import (
     Event,
     EventRegistry,
     EventtapeError,
+    InvalidArgument,
     NewEvent,
     StoreUnavailable,
     UpcastError,
@@ -687,3 +688,24 @@ async def test_one_store_many_tasks_loading_and_appending_at_once(nats_url: str)
             for stream_id in acknowledged:
                 if acknowledged[stream_id]:
                     assert await read(store, stream_id) == await read(plain, stream_id)
+
+
+@pytest.mark.parametrize("hint", ["12", 1.5, True, b"1", [1000]])
+async def test_a_position_hint_of_the_wrong_type_is_refused_warm_or_cold(
+    nats_url: str, hint: Any
+) -> None:
+    """Refused with InvalidArgument whether or not the index covers the stream (it raised
+    TypeError only on a cold read, or read on with a float)."""
+    async with (
+        fresh_store(nats_url, REGISTRY) as store,
+        twin(store, read_cache_events=0, sequence_index_size=0) as plain,
+    ):
+        await store.append("order-p", cancelled(3, "p"))
+        for reader in (store, plain):
+            for from_version in (1, 2):
+                with pytest.raises(InvalidArgument):
+                    await read(reader, "order-p", position_hint=hint, from_version=from_version)
+        for hint_ok in (-5, 0, 2**70):  # any int is only a hint
+            assert await read(store, "order-p", position_hint=hint_ok) == await read(
+                plain, "order-p"
+            )
