@@ -25,8 +25,10 @@ from eventtape import (
     EventRegistry,
     EventtapeError,
     InvalidArgument,
+    Metadata,
     NewEvent,
     StoreUnavailable,
+    StreamNotFound,
     UpcastError,
 )
 from eventtape.privacy import FORGOTTEN, InMemoryKeyStore, Personal, PrivateEventStore
@@ -709,3 +711,39 @@ async def test_a_position_hint_of_the_wrong_type_is_refused_warm_or_cold(
             assert await read(store, "order-p", position_hint=hint_ok) == await read(
                 plain, "order-p"
             )
+
+
+async def test_a_live_subscription_on_the_loading_connection_misses_nothing(
+    nats_url: str,
+) -> None:
+    """A store's own subscription (its wake-ups are intercepted on the same connection as
+    the loads' replies) follows another writer's appends of CRLF-laden events and metadata
+    while the store loads in a loop: it yields every event once, in order; loads are whole."""
+    async with fresh_store(nats_url, REGISTRY, poll_interval=5.0) as store, twin(store) as b:
+        nasty = "\r\nHMSG x 1 2 3\r\n\r\n"
+        metadata = Metadata(actor="user:1", headers={"k": f"v{nasty}", "Nats-Sequence": "1"})
+        total = 60
+        seen: list[str] = []
+
+        async def follow() -> None:
+            async with store.subscribe(categories=["order"]) as subscription:
+                async for record in subscription:
+                    seen.append(record.event.reason)
+                    assert dict(record.headers) == dict(metadata.headers)
+                    if len(seen) == total:
+                        return
+
+        async def write() -> None:
+            for n in range(total // 2):
+                await b.append(f"order-live{n % 2}", cancelled(2, f"{nasty}{n}"), metadata=metadata)
+
+        async def load() -> None:
+            while len(seen) < total:
+                for stream_id in ("order-live0", "order-live1"):
+                    with contextlib.suppress(StreamNotFound):
+                        got = await reasons(store, stream_id)
+                        assert got == sorted(got, key=lambda r: int(r.split("\n")[-1][:-2]))
+                await asyncio.sleep(0)
+
+        await asyncio.wait_for(asyncio.gather(follow(), write(), load()), 60)
+        assert seen == [f"{nasty}{n}-{i}" for n in range(total // 2) for i in range(2)]
