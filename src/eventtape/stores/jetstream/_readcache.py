@@ -20,6 +20,9 @@ import collections
 import datetime
 import decimal
 import enum
+import functools
+import types
+import typing
 import uuid
 from array import array
 from typing import Any
@@ -54,8 +57,36 @@ _ATOMS = (
 )
 
 
+def _immutable_type(annotation: Any) -> bool:
+    """Whether every value a field annotated so can hold is deeply immutable (``False`` when
+    unsure: ``Any``, a list, a forward reference ...)."""
+    if annotation is None or (isinstance(annotation, type) and issubclass(annotation, _ATOMS)):
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _immutable_class(annotation)
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return all(isinstance(arg, _ATOMS) for arg in typing.get_args(annotation))
+    if origin is typing.Annotated:
+        return _immutable_type(typing.get_args(annotation)[0])
+    if origin in (tuple, frozenset, typing.Union, types.UnionType):
+        return all(arg is Ellipsis or _immutable_type(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+@functools.cache
+def _immutable_class(model: type[BaseModel]) -> bool:
+    """Whether every instance of ``model`` is deeply immutable, by its field annotations
+    (worked out once per class: a value check per event would cost a few microseconds)."""
+    if not model.model_config.get("frozen"):
+        return False
+    return all(_immutable_type(field.annotation) for field in model.model_fields.values())
+
+
 def _immutable(value: Any) -> bool:
     """Whether ``value`` is deeply immutable (frozen models, tuples and frozensets of atoms)."""
+    if isinstance(value, BaseModel) and _immutable_class(type(value)):
+        return True  # the usual case: known from the class alone
     if isinstance(value, _ATOMS):
         return True
     if isinstance(value, tuple | frozenset):
