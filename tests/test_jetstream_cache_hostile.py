@@ -11,13 +11,17 @@ import random
 import sys
 import textwrap
 from collections.abc import AsyncIterator
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from uuid import UUID, uuid4
 
 import nats
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict, create_model
 
 from eventtape import (
     ConcurrencyError,
@@ -33,6 +37,7 @@ from eventtape import (
 )
 from eventtape.privacy import FORGOTTEN, InMemoryKeyStore, Personal, PrivateEventStore
 from eventtape.stores.jetstream import JetStreamConfig, JetStreamEventStore
+from eventtape.stores.jetstream._readcache import _immutable
 from tests.domain import REGISTRY, OrderCancelled
 from tests.servers import NatsServer
 from tests.test_contract_jetstream import fresh_store
@@ -747,3 +752,45 @@ async def test_a_live_subscription_on_the_loading_connection_misses_nothing(
 
         await asyncio.wait_for(asyncio.gather(follow(), write(), load()), 60)
         assert seen == [f"{nasty}{n}-{i}" for n in range(total // 2) for i in range(2)]
+
+
+class Loose(BaseModel):  # not frozen: its attributes can be reassigned
+    n: int
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    n: int
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value", "shared"),
+    [
+        (str, "x", True),
+        (int, 1, True),
+        (Decimal, Decimal(1), True),
+        (UUID, uuid4(), True),
+        (datetime, datetime(2026, 1, 1), True),
+        (tuple[Frozen, ...], (Frozen(n=1),), True),
+        (frozenset[str], frozenset("ab"), True),
+        (str | None, None, True),
+        (Literal["a", "b"], "a", True),
+        (Any, "text", True),  # decided by the value
+        (Any, (1, "a"), True),
+        (list[str], ["a"], False),
+        (dict[str, int], {"a": 1}, False),
+        (set[int], {1}, False),
+        (Loose, Loose(n=1), False),
+        (tuple[list[int], ...], ([1],), False),
+        (list[int] | None, [1], False),
+        (Any, [1], False),
+        (Any, {"a": 1}, False),
+        (Any, bytearray(b"x"), False),
+    ],
+)
+def test_only_deeply_immutable_events_are_shared_between_loads(
+    annotation: Any, value: Any, shared: bool
+) -> None:
+    """What the decoded cache keeps, by field type (and by value where the type says Any)."""
+    probe = create_model("Probe", __base__=Event, value=(annotation, ...))
+    assert _immutable(probe(value=value)) is shared
