@@ -794,3 +794,32 @@ def test_only_deeply_immutable_events_are_shared_between_loads(
     """What the decoded cache keeps, by field type (and by value where the type says Any)."""
     probe = create_model("Probe", __base__=Event, value=(annotation, ...))
     assert _immutable(probe(value=value)) is shared
+
+
+async def test_messages_larger_than_a_batch_byte_limit_still_load(tmp_path: Path) -> None:
+    """A server configured with a max_payload above the 8 MB a batched get asks for at most:
+    appends of 9 MB load whole, cold and warm, alone and among small ones."""
+    # (the ``cluster`` argument only appends raw text to the server's configuration)
+    server = NatsServer(tmp_path / "nats", cluster="max_payload: 16MB\nmax_pending: 64MB\n")
+    server.start()
+    config = JetStreamConfig(stream="HUGE", subject_prefix="hg")
+    try:
+        store = await JetStreamEventStore.connect(server.url, REGISTRY, config=config)
+        try:
+            async with twin(store, read_cache_events=0, sequence_index_size=0) as plain:
+                huge = "h" * (9 * 1024 * 1024)
+                await store.append("order-h", cancelled(2, "small"))
+                await store.append("order-h", [OrderCancelled(reason=huge)])
+                await plain.append("order-h", [OrderCancelled(reason=huge + "2")])
+                await store.append("order-h", cancelled(1, "after"))
+                expected = ["small-0", "small-1", huge, huge + "2", "after-0"]
+                for reader in (plain, store, store):
+                    assert await reasons(reader, "order-h") == expected
+                    tail = [
+                        r.event.reason async for r in reader.read_stream("order-h", from_version=4)
+                    ]
+                    assert tail == expected[3:]
+        finally:
+            await store.aclose()
+    finally:
+        server.stop()
