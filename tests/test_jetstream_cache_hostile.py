@@ -77,14 +77,19 @@ async def twin(store: JetStreamEventStore, **settings: Any) -> AsyncIterator[Jet
 # -- 1. two writers, one warm cache ------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_two_stores_interleaved_never_read_a_stale_history(nats_url: str, seed: int) -> None:
+@pytest.mark.parametrize(
+    ("seed", "bounds"),
+    [(1, {}), (2, {}), (3, {}), (4, {"read_cache_events": 2, "sequence_index_size": 3})],
+)
+async def test_two_stores_interleaved_never_read_a_stale_history(
+    nats_url: str, seed: int, bounds: dict[str, int]
+) -> None:
     """A and B (separate connections) load, append with the loaded version, append with an
     older one, and DCB-append noise, in a random order over several streams: every load equals
     the true history, every append with the loaded version succeeds, every stale one fails."""
     rng = random.Random(seed)
     async with (
-        fresh_store(nats_url, REGISTRY, read_batch=3) as a,
+        fresh_store(nats_url, REGISTRY, read_batch=3, **bounds) as a,
         twin(a) as b,
         twin(a, read_cache_events=0, sequence_index_size=0) as plain,
     ):
@@ -244,11 +249,20 @@ async def test_ranges_on_warm_streams_equal_the_plain_path(
             stream_id = f"order-r{which}"
             if not versions[which]:
                 continue
-            await read(store, stream_id)  # warm
+            whole = await read(store, stream_id)  # warm
+            assert whole == await read(plain, stream_id)
+            assert [e[0] for e in whole] == list(range(1, versions[which] + 1))
             for from_version, to_version, limit, hint in ranges:
                 expected = await read(
                     plain, stream_id, from_version=from_version, to_version=to_version, limit=limit
                 )
+                # ... and what the range means, from the whole history
+                wanted = [
+                    e
+                    for e in whole
+                    if e[0] >= from_version and (to_version is None or e[0] <= to_version)
+                ]
+                assert expected == wanted[:limit]
                 for _ in range(2):
                     assert (
                         await read(
