@@ -33,7 +33,8 @@ __all__ = [
     "release",
 ]
 
-RawHandler = Callable[[bytes, bytes, bytes], None]
+# The header block is None for a reply sent without headers (a plain MSG).
+RawHandler = Callable[[bytes, bytes, bytes | None], None]
 _HANDLERS_ATTRIBUTE = "_eventtape_raw_handlers"
 
 
@@ -80,7 +81,7 @@ def intercept(nc: Client, sid: int, handler: RawHandler) -> bool:
         original: Callable[..., Awaitable[None]] = nc._process_msg
 
         async def process_msg(
-            sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
+            sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
         ) -> None:
             handler = handlers.get(sid)
             if handler is None:
@@ -216,10 +217,18 @@ class PendingBatch:
             asyncio.get_running_loop().create_future()
         )
 
-    def feed(self, data: bytes, block: bytes) -> None:
-        """Take one raw reply."""
+    def feed(self, data: bytes, block: bytes | None) -> None:
+        """Take one raw reply.
+
+        Never raises: this runs inside nats-py's read loop, which stops for good (the
+        connection reads nothing more, and does not reconnect) on any exception. Whatever
+        answered the request with a malformed reply fails this batch instead.
+        """
         if self.done.done():
             return  # answered already (or given up on): a late reply
+        if block is None:  # a plain message: no direct-get reply is one
+            self.done.set_exception(ValueError("a reply without a header block"))
+            return
         if block[8:9] != b" ":  # no inline status: a stored message
             try:
                 self.messages.append(_stored(block, data))
@@ -233,7 +242,12 @@ class PendingBatch:
         if status == "404":  # nothing matches from the start on (single: no such message)
             self.done.set_result((self.messages, 0))
         elif status == "204":  # end of batch
-            self.done.set_result((self.messages, int(headers.get("Nats-Num-Pending", "0"))))
+            try:
+                pending = int(headers.get("Nats-Num-Pending", "0"))
+            except ValueError as error:  # see above: never raise into the read loop
+                self.done.set_exception(error)
+                return
+            self.done.set_result((self.messages, pending))
         else:
             self.done.set_exception(BatchStatusError(str(status), headers))
 

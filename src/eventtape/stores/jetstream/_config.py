@@ -42,7 +42,9 @@ class JetStreamConfig:
             everything carries on over.
         read_cache_events: Decoded events this store keeps, by message, so a stream read again
             is not decoded again (0: none). The messages are still fetched on every read and
-            an entry is used only for the very bytes it was decoded from. About 2 KB each.
+            an entry is used only for the very bytes it was decoded from. It also holds at
+            most 4 KB of message bytes per event in all (40 MB by default): appends of large
+            events are evicted sooner, or not kept.
         sequence_index_size: Appends whose message sequence this store remembers, per stream
             it appended to or read (0: none), so a load fetches exactly those messages instead
             of the server walking the whole store between them. 16 bytes each.

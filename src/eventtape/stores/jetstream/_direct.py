@@ -69,7 +69,7 @@ class DirectGet:
         """Replies nats-py parsed itself (when ``intercept`` could not hook this client)."""
         self._route(msg.subject.encode(), msg.data, header_block(msg.headers))
 
-    def _route(self, subject: bytes, data: bytes, headers: bytes) -> None:
+    def _route(self, subject: bytes, data: bytes, headers: bytes | None) -> None:
         batch = self._batches.get(subject.rpartition(b".")[2])
         if batch is not None:
             batch.feed(data, headers)

@@ -17,13 +17,85 @@ from __future__ import annotations
 
 import bisect
 import collections
+import datetime
+import decimal
+import enum
+import functools
+import types
+import typing
+import uuid
 from array import array
+from typing import Any
+
+from pydantic import BaseModel
 
 from ..._core.events import Event, RecordedEvent
 from ..._core.registry import EventRegistry
 from ._codec import Envelope, StoredMessage
 
 __all__ = ["DecodedCache", "SequenceIndex"]
+
+# Body bytes the decoded cache may hold per event of its bound. The bound counts events, but
+# one event may be a megabyte (up to the server's max_payload): without a byte budget as well,
+# the default 10,000 events could pin gigabytes. Appends larger than the budget are not kept.
+BYTES_PER_EVENT = 4096
+
+
+# Values a caller cannot change in place, so one decoded event may be handed to every load.
+_ATOMS = (
+    str,
+    int,
+    float,
+    bytes,
+    type(None),
+    decimal.Decimal,
+    uuid.UUID,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    enum.Enum,
+)
+
+
+def _immutable_type(annotation: Any) -> bool:
+    """Whether every value a field annotated so can hold is deeply immutable (``False`` when
+    unsure: ``Any``, a list, a forward reference ...)."""
+    if annotation is None or (isinstance(annotation, type) and issubclass(annotation, _ATOMS)):
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _immutable_class(annotation)
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return all(isinstance(arg, _ATOMS) for arg in typing.get_args(annotation))
+    if origin is typing.Annotated:
+        return _immutable_type(typing.get_args(annotation)[0])
+    if origin in (tuple, frozenset, typing.Union, types.UnionType):
+        return all(arg is Ellipsis or _immutable_type(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+@functools.cache
+def _immutable_class(model: type[BaseModel]) -> bool:
+    """Whether every instance of ``model`` is deeply immutable, by its field annotations
+    (worked out once per class: a value check per event would cost a few microseconds)."""
+    if not model.model_config.get("frozen"):
+        return False
+    return all(_immutable_type(field.annotation) for field in model.model_fields.values())
+
+
+def _immutable(value: Any) -> bool:
+    """Whether ``value`` is deeply immutable (frozen models, tuples and frozensets of atoms)."""
+    if isinstance(value, BaseModel) and _immutable_class(type(value)):
+        return True  # the usual case: known from the class alone
+    if isinstance(value, _ATOMS):
+        return True
+    if isinstance(value, tuple | frozenset):
+        return all(_immutable(item) for item in value)
+    if isinstance(value, BaseModel):
+        return bool(value.model_config.get("frozen")) and all(
+            _immutable(item) for item in value.__dict__.values()
+        )
+    return False
 
 
 class DecodedCache:
@@ -35,7 +107,7 @@ class DecodedCache:
         max_events: The bound; 0 turns the cache off.
     """
 
-    __slots__ = ("_entries", "_events", "_fingerprint", "_registry", "max_events")
+    __slots__ = ("_bytes", "_entries", "_events", "_fingerprint", "_registry", "max_events")
 
     def __init__(self, registry: EventRegistry, max_events: int) -> None:
         self._registry = registry
@@ -44,6 +116,7 @@ class DecodedCache:
             int, tuple[bytes, str | None, str, Envelope, list[RecordedEvent[Event]]]
         ] = collections.OrderedDict()
         self._events = 0
+        self._bytes = 0  # body bytes held, bounded by max_events * BYTES_PER_EVENT
         self._fingerprint = self._registry_state()
 
     def _registry_state(self) -> tuple[int, int]:
@@ -73,6 +146,7 @@ class DecodedCache:
         """Forget everything (the stream was deleted, re-created, updated or restored)."""
         self._entries.clear()
         self._events = 0
+        self._bytes = 0
 
     def check_registry(self) -> None:
         """Empty the cache if the registry gained types or upcasters since it was filled."""
@@ -80,18 +154,26 @@ class DecodedCache:
         if state != self._fingerprint:
             self._entries.clear()
             self._events = 0
+            self._bytes = 0
             self._fingerprint = state
 
     def put(
         self, message: StoredMessage, envelope: Envelope, records: list[RecordedEvent[Event]]
     ) -> None:
         """Remember every decoded event of one append (``records`` holds all of them)."""
-        if len(records) > self.max_events:
+        budget = self.max_events * BYTES_PER_EVENT
+        if len(records) > self.max_events or len(message.data) > budget:
+            return
+        # An event with a list, dict or set inside (frozen events still allow them) could be
+        # changed in place by one caller and the next load would return the change: such
+        # appends are decoded afresh on every read instead.
+        if not all(_immutable(record.event) for record in records):
             return
         entries = self._entries
         previous = entries.pop(message.sequence, None)
         if previous is not None:
             self._events -= len(previous[4])
+            self._bytes -= len(previous[0])
         entries[message.sequence] = (
             message.data,
             message.timestamp,
@@ -100,9 +182,11 @@ class DecodedCache:
             records,
         )
         self._events += len(records)
-        while self._events > self.max_events:
+        self._bytes += len(message.data)
+        while self._events > self.max_events or self._bytes > budget:
             _, evicted = entries.popitem(last=False)
             self._events -= len(evicted[4])
+            self._bytes -= len(evicted[0])
 
     def __len__(self) -> int:
         return len(self._entries)

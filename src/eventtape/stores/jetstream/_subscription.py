@@ -113,7 +113,7 @@ class JetStreamSubscription:
     async def _on_append(self, msg: Msg) -> None:
         self._wake.set()
 
-    def _on_raw_append(self, subject: bytes, data: bytes, headers: bytes) -> None:
+    def _on_raw_append(self, subject: bytes, data: bytes, headers: bytes | None) -> None:
         self._wake.set()
 
     @property
