@@ -374,6 +374,10 @@ class EventStoreContract:
             assert await read(limit=0) == []
             with pytest.raises(ValueError, match="from_version"):
                 await read(from_version=0)
+            # A hint of the wrong type is refused whether or not the store would use it.
+            for hint in ("12", 1.5, True):
+                with pytest.raises(TypeError, match="position_hint"):
+                    await read(position_hint=hint)  # type: ignore[arg-type]
 
         self.run(scenario)
 
