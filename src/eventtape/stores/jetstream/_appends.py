@@ -185,9 +185,7 @@ class Appender:
             return None
         link = envelope.body["events"][-1].get("link")
         try:
-            if link is not None and not isinstance(link, str):  # forged: no link is not 5
-                raise ValueError(link)
-            return bytes.fromhex(link) if link is not None else None
+            return _link_bytes(link)
         except ValueError as error:
             raise SerializationError(
                 f"the last event of {stream_id!r} (version {version}) has a corrupt link"
@@ -208,10 +206,8 @@ class Appender:
         self, stream_id: str, version: int, sequence: int, hex_link: object
     ) -> None:
         """Remember the link of the last event a read returned (saves a get at the next append)."""
-        if not isinstance(hex_link, str) and hex_link is not None:
-            return
         try:
-            link = bytes.fromhex(hex_link) if hex_link is not None else None
+            link = _link_bytes(hex_link)
         except ValueError:
             return  # a corrupt link: the append reads it and reports it
         self.remember_link(stream_id, version, sequence, link)
@@ -408,6 +404,16 @@ class Appender:
         tails.move_to_end(stream_id)
         if len(tails) > _TAIL_CACHE_SIZE:
             tails.popitem(last=False)
+
+
+def _link_bytes(stored: object) -> bytes | None:
+    """A stored link (hex text, or absent) as bytes; ``ValueError`` for anything else (a forged
+    link of another type must not read as "no link")."""
+    if stored is None:
+        return None
+    if not isinstance(stored, str):
+        raise ValueError(stored)
+    return bytes.fromhex(stored)
 
 
 async def _backoff(attempt: int) -> None:
