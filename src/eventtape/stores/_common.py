@@ -95,6 +95,19 @@ def event_type_names(
     )
 
 
+def validate_position_hint(position_hint: object) -> None:
+    """Refuse a ``read_stream`` position hint that is not an int.
+
+    Any int is accepted (a wrong one only costs a re-read, and the in-memory store has no use
+    for one), but not another type: on JetStream a string raised ``TypeError`` from deep in the
+    read, and only when the sequence index did not cover the stream, so a warm process hid it.
+    """
+    if position_hint is not None and (
+        not isinstance(position_hint, int) or isinstance(position_hint, bool)
+    ):
+        raise InvalidArgument(f"position_hint must be an int, not {position_hint!r}")
+
+
 def validate_range(name: str, value: int | None, minimum: int) -> None:
     """Raise ``ValueError`` if an optional integer argument is below ``minimum``."""
     if value is not None and (

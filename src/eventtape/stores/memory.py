@@ -48,6 +48,7 @@ from ._common import (
     event_type_names,
     to_new_events,
     validate_expected_version,
+    validate_position_hint,
     validate_range,
 )
 
@@ -299,10 +300,7 @@ class InMemoryEventStore:
         validate_range("from_version", from_version, 1)
         validate_range("to_version", to_version, 0)
         validate_range("limit", limit, 0)
-        if position_hint is not None and (
-            not isinstance(position_hint, int) or isinstance(position_hint, bool)
-        ):  # unused here, but a caller's bug must fail here as it would on JetStream
-            raise InvalidArgument(f"position_hint must be an int, not {position_hint!r}")
+        validate_position_hint(position_hint)  # unused here, but checked as on JetStream
         stream = self._streams.get(stream_id)
         if stream is None:
             raise StreamNotFound(stream_id)

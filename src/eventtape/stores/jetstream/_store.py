@@ -26,7 +26,12 @@ from ..._core.events import Event, Metadata, NewEvent, RecordedEvent
 from ..._core.registry import EventRegistry
 from ..._core.stream_ids import category_of, validate_stream_id
 from ..._core.telemetry import append_instruments, with_trace_context
-from .._common import check_metadata, event_type_names, validate_range
+from .._common import (
+    check_metadata,
+    event_type_names,
+    validate_position_hint,
+    validate_range,
+)
 from ._appends import Appender
 from ._codec import (
     Envelope,
@@ -286,13 +291,7 @@ class JetStreamEventStore:
         validate_range("from_version", from_version, 1)
         validate_range("to_version", to_version, 0)
         validate_range("limit", limit, 0)
-        # Any int is accepted as a hint (a wrong one only costs a re-read), but not another
-        # type: a string here raised TypeError from deep in the read, and only when the
-        # sequence index did not cover the stream (so a warm process hid it).
-        if position_hint is not None and (
-            not isinstance(position_hint, int) or isinstance(position_hint, bool)
-        ):
-            raise InvalidArgument(f"position_hint must be an int, not {position_hint!r}")
+        validate_position_hint(position_hint)
         last = to_version if to_version is not None else None
         if limit is not None:
             last = min(
